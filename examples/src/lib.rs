@@ -1,0 +1,1 @@
+//! Runnable examples of Squall (see the `examples/` folder's binaries).

@@ -1,0 +1,1 @@
+//! Shared helpers for Squall's end-to-end tests and the simulator binary.

@@ -1,0 +1,2 @@
+//! squall-mcast: Derecho-style ordered multicast with managed membership.
+//! (Filled in by issue 3.)
