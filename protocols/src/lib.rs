@@ -1,2 +1,8 @@
-//! squall-protocols: the Kafka, DDS and HTTP faces (translate, never store).
-//! (Filled in by issues 4 and 5.)
+//! squall-protocols: the faces of a Squall node (translate, never store).
+//!
+//! * [`node`]: the [`Node`] trait every face is written against; the broker implements it.
+//! * `kafka` (issue 4), `dds` (issue 5), `http`: the faces themselves.
+
+pub mod node;
+
+pub use node::{KeyBounds, Node, NodeError, PutRequest, WatchEvent, WatchStream};

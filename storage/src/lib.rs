@@ -1,2 +1,7 @@
 //! squall-storage: the versioned, time-indexed object store and its durable log.
-//! (Filled in by issue 2.)
+//!
+//! * [`types`]: the public vocabulary (pools, modes, versions, hybrid timestamps, ops).
+
+pub mod types;
+
+pub use types::*;
