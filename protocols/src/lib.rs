@@ -6,3 +6,6 @@
 pub mod node;
 
 pub use node::{KeyBounds, Node, NodeError, PutRequest, WatchEvent, WatchStream};
+
+#[cfg(feature = "http")]
+pub mod http;
