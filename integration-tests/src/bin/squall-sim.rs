@@ -1,0 +1,114 @@
+//! `squall-sim`: runs the seeded multicast simulator over a range of seeds.
+//!
+//! ```text
+//! squall-sim --seeds A..B [--nodes N] [--steps S] [--fault-rate P] [--drop-rate P]
+//!            [--no-crash] [--no-partition] [--no-pause] [--no-join] [--no-leave]
+//!            [--durable|--volatile] [--shards K] [--verbose]
+//! ```
+//! The last line is `runs=N violations=V ...`; the exit code is 1 when V > 0. Each failing
+//! seed prints its violations and the exact command that replays it.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use squall_integration_tests::sim::{run, SimOptions};
+
+fn parse() -> Result<(u64, u64, SimOptions, bool, Vec<String>)> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut opts = SimOptions::default();
+    let (mut a, mut b) = (0u64, 100u64);
+    let mut verbose = false;
+    let mut replay = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_str();
+        let mut val = || -> Result<String> {
+            i += 1;
+            args.get(i)
+                .cloned()
+                .with_context(|| format!("{arg} needs a value"))
+        };
+        match arg {
+            "--seeds" => {
+                let v = val()?;
+                let (x, y) = v.split_once("..").context("--seeds wants A..B")?;
+                a = x.parse()?;
+                b = y.parse()?;
+                i += 1;
+                continue;
+            }
+            "--nodes" => opts.nodes = val()?.parse()?,
+            "--steps" => opts.steps = val()?.parse()?,
+            "--fault-rate" => opts.fault_rate = val()?.parse()?,
+            "--drop-rate" => opts.drop_rate = val()?.parse()?,
+            "--shards" => opts.shards = Some(val()?.parse()?),
+            "--no-crash" => opts.faults.crash = false,
+            "--no-partition" => opts.faults.partition = false,
+            "--no-pause" => opts.faults.pause = false,
+            "--no-join" => opts.faults.join = false,
+            "--no-leave" => opts.faults.leave = false,
+            "--durable" => opts.durable = Some(true),
+            "--volatile" => opts.durable = Some(false),
+            "--verbose" => verbose = true,
+            other => bail!("unknown argument {other}"),
+        }
+        if arg != "--verbose" {
+            replay.push(arg.to_string());
+            if !arg.starts_with("--no-") && arg != "--durable" && arg != "--volatile" {
+                replay.push(args[i].clone());
+            }
+        }
+        i += 1;
+    }
+    if b <= a {
+        bail!("empty seed range {a}..{b}");
+    }
+    Ok((a, b, opts, verbose, replay))
+}
+
+fn main() -> ExitCode {
+    let (a, b, opts, verbose, replay) = match parse() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("squall-sim: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = std::time::Instant::now();
+    let (mut runs, mut failed, mut deliveries, mut installs, mut max_epoch) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    for seed in a..b {
+        let r = run(seed, &opts);
+        runs += 1;
+        deliveries += r.deliveries;
+        installs += r.installs;
+        max_epoch = max_epoch.max(r.max_epoch);
+        if verbose {
+            println!(
+                "seed={seed} events={} deliveries={} installs={} max_epoch={} trace={:016x}",
+                r.events, r.deliveries, r.installs, r.max_epoch, r.trace_hash
+            );
+        }
+        if !r.violations.is_empty() {
+            failed += 1;
+            println!("FAIL seed={seed}");
+            for v in &r.violations {
+                println!("  {v}");
+            }
+            println!(
+                "  replay: cargo run --release -p squall-integration-tests --bin squall-sim -- --seeds {seed}..{} {}",
+                seed + 1,
+                replay.join(" ")
+            );
+        }
+    }
+    println!(
+        "runs={runs} violations={failed} deliveries={deliveries} installs={installs} max_epoch={max_epoch} secs={:.1}",
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

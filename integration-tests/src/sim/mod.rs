@@ -1,0 +1,867 @@
+//! A deterministic, seeded simulator for `squall-mcast`: N nodes of the sans-IO core over a
+//! simulated network and disk, with faults, and the §7 invariants checked after every step.
+//!
+//! A run is a pure function of its seed and [`SimOptions`]: one [`rng::Rng`], ordered
+//! maps only, simulated time. The network delays every message independently (so messages
+//! reorder, also on one link), drops some, and can break links (both ends get `peer_lost`)
+//! or block them (partitions: one-way, minority/majority splits). Nodes can be paused
+//! (SIGSTOP-like: inputs wait), crashed (pending disk writes are lost; the node never comes
+//! back under the same id), replaced by fresh joiners, or asked to leave. After the fault
+//! phase everything heals and the run checks liveness: one epoch everywhere, no wedge,
+//! every message sent by a current member delivered at every member of its shard.
+
+pub mod app;
+pub mod checker;
+pub mod rng;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use squall_mcast::{
+    Action, Config, ControlRecord, Layout, Message, Node, NodeId, PlantedBugs, ShardId, Status,
+    Version,
+};
+
+use app::{encode_op, App};
+use checker::Checker;
+use rng::Rng;
+
+/// Knobs of a run (the seed picks everything else).
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Initial nodes (0 = random 3..=7).
+    pub nodes: usize,
+    /// Fault-phase length in fault rounds of 20 ms simulated time.
+    pub steps: u64,
+    /// Probability of a fault per round.
+    pub fault_rate: f64,
+    /// Message drop probability during the fault phase.
+    pub drop_rate: f64,
+    /// Which faults may happen.
+    pub faults: FaultMix,
+    /// Planted bugs for node index 0 (checker self-tests).
+    pub bugs: PlantedBugs,
+    /// Planted bugs for every node.
+    pub bugs_all: PlantedBugs,
+    /// Planted application bug at node index 0: cput ignores its expectation.
+    pub app_bug_cput: bool,
+    /// Force durable mode on (otherwise the seed decides).
+    pub durable: Option<bool>,
+    /// Force the shard count (otherwise 1 or 2).
+    pub shards: Option<usize>,
+}
+
+/// Which faults the run may inject.
+#[derive(Clone, Debug)]
+pub struct FaultMix {
+    /// Crashes (node lost with unsynced writes, replaced later by a fresh joiner).
+    pub crash: bool,
+    /// Partitions (one-way and splits) and link breaks.
+    pub partition: bool,
+    /// SIGSTOP-like pauses.
+    pub pause: bool,
+    /// New nodes joining.
+    pub join: bool,
+    /// Graceful leaves.
+    pub leave: bool,
+}
+
+impl Default for FaultMix {
+    fn default() -> Self {
+        FaultMix {
+            crash: true,
+            partition: true,
+            pause: true,
+            join: true,
+            leave: true,
+        }
+    }
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: 0,
+            steps: 60,
+            fault_rate: 0.25,
+            drop_rate: 0.01,
+            faults: FaultMix::default(),
+            bugs: PlantedBugs::default(),
+            bugs_all: PlantedBugs::default(),
+            app_bug_cput: false,
+            durable: None,
+            shards: None,
+        }
+    }
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Invariant violations (empty = pass).
+    pub violations: Vec<String>,
+    /// Hash of the whole event trace (same seed → same hash).
+    pub trace_hash: u64,
+    /// Deliveries checked.
+    pub deliveries: u64,
+    /// Views installed (summed over nodes).
+    pub installs: u64,
+    /// Highest epoch reached.
+    pub max_epoch: u64,
+    /// Events processed.
+    pub events: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Msg {
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+    },
+    Tick {
+        node: NodeId,
+    },
+    Control {
+        node: NodeId,
+        token: u64,
+        record: ControlRecord,
+    },
+    Flush {
+        node: NodeId,
+        shard: ShardId,
+        upto: Version,
+    },
+}
+
+#[derive(Debug)]
+struct SimNode {
+    core: Node,
+    alive: bool,
+    paused_until: u64,
+    app: App,
+    control_disk: Vec<ControlRecord>,
+    flushed: Version,
+    admitted: u64,
+    admitted_ids: Vec<squall_mcast::MsgId>,
+    done: bool,
+    shard_at_epoch: BTreeMap<u64, Option<ShardId>>,
+}
+
+struct World {
+    rng: Rng,
+    opts: SimOptions,
+    cfg: Config,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    next_id: u64,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    drop_rate: f64,
+    checker: Checker,
+    hash: u64,
+    events: u64,
+    workload: bool,
+    first_node: NodeId,
+}
+
+fn mix(h: u64, x: u64) -> u64 {
+    let h = (h ^ x).wrapping_mul(0x0000_0100_0000_01b3);
+    h ^ (h >> 31)
+}
+
+const TICK_US: u64 = 5_000;
+const ROUND_US: u64 = 20_000;
+
+impl World {
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    fn delay(&mut self) -> u64 {
+        // Mostly fast, sometimes slow: reorders freely, also on one link.
+        if self.rng.chance(0.05) {
+            self.rng.range(2_000, 30_000)
+        } else {
+            self.rng.range(50, 1_500)
+        }
+    }
+
+    fn add_node(&mut self, core: Node, app_bug: bool, bugs: &PlantedBugs) -> NodeId {
+        let id = core.id();
+        let mut core = core;
+        let mut all = self.opts.bugs_all.clone();
+        if *bugs != PlantedBugs::default() {
+            all = bugs.clone();
+        }
+        core.plant_bugs(all);
+        let app = App {
+            bug_cput_unconditional: app_bug,
+            ..App::default()
+        };
+        self.nodes.insert(
+            id,
+            SimNode {
+                core,
+                alive: true,
+                paused_until: 0,
+                app,
+                control_disk: Vec::new(),
+                flushed: Version::default(),
+                admitted: 0,
+                admitted_ids: Vec::new(),
+                done: false,
+                shard_at_epoch: BTreeMap::new(),
+            },
+        );
+        let t = self.now + self.rng.range(1, TICK_US);
+        self.schedule(t, Ev::Tick { node: id });
+        id
+    }
+
+    /// Drains the node's actions and carries them out (the driver contract).
+    fn drain(&mut self, id: NodeId) {
+        self.record_received(id);
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let epoch_after = n.core.epoch();
+        let mut acts: Vec<Action> = Vec::new();
+        while let Some(a) = n.core.poll_action() {
+            acts.push(a);
+        }
+        // The trim applied in this batch (deliveries before an InstallView of a survivor).
+        let trim: Option<Vec<u64>> = acts.iter().find_map(|a| match a {
+            Action::InstallView(v) if !v.applied_trim.is_empty() => Some(v.applied_trim.clone()),
+            _ => None,
+        });
+        let mut i = 0;
+        while i < acts.len() {
+            let a = acts[i].clone();
+            i += 1;
+            self.hash = mix(self.hash, id.0);
+            match a {
+                Action::Send { to, msg } => {
+                    if self.blocked.contains(&(id, to)) || self.rng.chance(self.drop_rate) {
+                        continue;
+                    }
+                    let t = self.now + self.delay();
+                    self.schedule(t, Ev::Msg { from: id, to, msg });
+                }
+                Action::Deliver(d) => {
+                    let Some(n) = self.nodes.get_mut(&id) else {
+                        return;
+                    };
+                    let len_before = n.app.len;
+                    n.app.shard = Some(d.shard);
+                    let out = n.app.apply(&d);
+                    let hash_after = n.app.hash;
+                    let cput = out.map(|ok| (d.payload[1], d.payload[2], ok));
+                    let trim_phase = d.version.epoch < epoch_after;
+                    self.hash = mix(
+                        mix(self.hash, d.version.packed()),
+                        d.id.seq ^ d.id.sender.0 << 40,
+                    );
+                    let t = if trim_phase {
+                        Some(trim.clone().unwrap_or_default())
+                    } else {
+                        None
+                    };
+                    self.checker
+                        .on_deliver(id, &d, len_before, hash_after, t.as_deref(), cput);
+                }
+                Action::Persist { shard, upto } => {
+                    let t = self.now + self.rng.range(100, 3_000);
+                    self.schedule(
+                        t,
+                        Ev::Flush {
+                            node: id,
+                            shard,
+                            upto,
+                        },
+                    );
+                }
+                Action::PersistControl { token, record } => {
+                    let t = self.now + self.rng.range(100, 3_000);
+                    self.schedule(
+                        t,
+                        Ev::Control {
+                            node: id,
+                            token,
+                            record,
+                        },
+                    );
+                }
+                Action::InstallView(info) => {
+                    self.hash = mix(self.hash, info.epoch);
+                    let accepted_by = self.accepts_for(&info);
+                    let Some(n) = self.nodes.get_mut(&id) else {
+                        return;
+                    };
+                    let old_shard = n.shard_at_epoch.get(&(info.epoch - 1)).copied().flatten();
+                    n.shard_at_epoch.insert(info.epoch, info.my_shard);
+                    let len = n.app.len;
+                    let disk = n.control_disk.clone();
+                    if info.my_shard.is_some() && !info.needs_state && n.app.shard.is_none() {
+                        n.app.shard = info.my_shard;
+                    }
+                    self.checker
+                        .on_install(id, &info, old_shard, len, &disk, accepted_by);
+                }
+                Action::CaptureSnapshot { epoch, shard, .. } => {
+                    let Some(n) = self.nodes.get_mut(&id) else {
+                        return;
+                    };
+                    let data = n.app.snapshot();
+                    n.core.snapshot_ready(self.now, epoch, shard, data);
+                    while let Some(a) = n.core.poll_action() {
+                        acts.push(a);
+                    }
+                }
+                Action::InstallSnapshot {
+                    shard,
+                    version,
+                    data,
+                } => {
+                    let Some(n) = self.nodes.get_mut(&id) else {
+                        return;
+                    };
+                    if !n.app.install(shard, &data) {
+                        self.checker
+                            .liveness(format!("{id}: snapshot did not parse"));
+                    }
+                    let (len, h, e) = (n.app.len, n.app.hash, n.core.epoch());
+                    self.checker.on_snapshot(id, e, shard, len, h);
+                    if self.cfg.durable {
+                        let t = self.now + self.rng.range(100, 3_000);
+                        self.schedule(
+                            t,
+                            Ev::Flush {
+                                node: id,
+                                shard,
+                                upto: version,
+                            },
+                        );
+                    }
+                }
+                Action::StabilityFrontier { shard, ts } => {
+                    let len = self.nodes.get(&id).map(|n| n.app.len).unwrap_or(0);
+                    self.checker.on_stability(id, shard, ts, len);
+                }
+                Action::PersistenceFrontier { version, .. } => {
+                    let Some(n) = self.nodes.get(&id) else { return };
+                    let members: Vec<NodeId> = n.core.shard_members().to_vec();
+                    let flushed: Vec<(NodeId, Version)> = members
+                        .iter()
+                        .map(|m| (*m, self.nodes.get(m).map(|x| x.flushed).unwrap_or_default()))
+                        .collect();
+                    self.checker.on_persistence(id, version, &flushed);
+                }
+                Action::Evicted | Action::Left => {
+                    if let Some(n) = self.nodes.get_mut(&id) {
+                        n.done = true;
+                    }
+                }
+            }
+        }
+        self.after_step(id);
+    }
+
+    /// How many members of the closed view have the value of `info` durably accepted.
+    fn accepts_for(&self, info: &squall_mcast::ViewInfo) -> usize {
+        if info.epoch <= 1 {
+            return usize::MAX / 4;
+        }
+        let Some((old, _)) = self.checker.view(info.epoch - 1) else {
+            return 0;
+        };
+        old.iter()
+            .filter(|m| {
+                self.nodes.get(m).is_some_and(|n| {
+                    n.control_disk.iter().any(|r| match r {
+                        ControlRecord::Accepted { proposal, .. } => {
+                            proposal.epoch + 1 == info.epoch
+                                && proposal.members == info.members
+                                && proposal.shards == info.shards
+                        }
+                        _ => false,
+                    })
+                })
+            })
+            .count()
+    }
+
+    /// Remembers the highest received counters of `id` in its epoch.
+    fn record_received(&mut self, id: NodeId) {
+        let Some(n) = self.nodes.get(&id) else { return };
+        if *n.core.status() != Status::Member {
+            return;
+        }
+        let e = n.core.epoch();
+        let k = n.core.shard_members().len();
+        let recv: Vec<u64> = (0..k).map(|r| n.core.received_from(r)).collect();
+        let slot = self.checker.recv_hist.entry((id, e)).or_default();
+        if slot.len() < recv.len() {
+            slot.resize(recv.len(), 0);
+        }
+        for (a, b) in slot.iter_mut().zip(recv) {
+            *a = (*a).max(b);
+        }
+    }
+
+    /// Per-step checks: node invariants, received history, flow control.
+    fn after_step(&mut self, id: NodeId) {
+        let Some(n) = self.nodes.get(&id) else { return };
+        if let Err(e) = n.core.check_invariants() {
+            self.checker
+                .liveness(format!("check_invariants at {id}: {e}"));
+        }
+        if *n.core.status() != Status::Member {
+            return;
+        }
+        let e = n.core.epoch();
+        self.record_received(id);
+        let Some(n) = self.nodes.get(&id) else { return };
+        // Flow control against every state-ready member of the same shard and epoch.
+        if n.core.shard().is_some() && n.core.is_state_ready() && n.admitted > 0 {
+            let window = self.cfg.window;
+            for m in n.core.shard_members() {
+                if let Some(y) = self.nodes.get(m) {
+                    if y.core.epoch() == e
+                        && y.core.is_state_ready()
+                        && *y.core.status() == Status::Member
+                    {
+                        let applied = y.app.per_sender.get(&id).copied().unwrap_or(0);
+                        let admitted = n.admitted;
+                        self.checker.on_window(id, *m, admitted, applied, window);
+                    }
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, ev: Ev) {
+        self.events += 1;
+        let id = match &ev {
+            Ev::Msg { to, .. } => *to,
+            Ev::Tick { node } | Ev::Control { node, .. } | Ev::Flush { node, .. } => *node,
+        };
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if !n.alive || n.done {
+            return; // crashed: its pending disk writes and inbound messages are lost
+        }
+        if n.paused_until > now {
+            let t = n.paused_until + 1;
+            self.schedule(t, ev);
+            return;
+        }
+        self.hash = mix(mix(self.hash, now), id.0);
+        match ev {
+            Ev::Msg { from, to, msg } => {
+                if self.blocked.contains(&(from, to)) {
+                    return;
+                }
+                n.core.handle_message(now, from, msg);
+            }
+            Ev::Tick { node } => {
+                n.core.tick(now);
+                if self.workload
+                    && n.core.is_state_ready()
+                    && n.core.shard().is_some()
+                    && self.rng.chance(0.5)
+                {
+                    let count = self.rng.range(1, 4);
+                    for _ in 0..count {
+                        let cput = self.rng.chance(0.3);
+                        let key = self.rng.range(0, 4) as u8;
+                        let expected = n.app.kv.get(&key).copied().unwrap_or(0);
+                        let filler = self.rng.next_u64();
+                        match n.core.send(now, encode_op(cput, key, expected, filler)) {
+                            Ok(mid) => {
+                                n.admitted += 1;
+                                n.admitted_ids.push(mid);
+                                self.checker.admitted.insert(mid);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                let t = now + TICK_US;
+                self.schedule(t, Ev::Tick { node });
+            }
+            Ev::Control { token, record, .. } => {
+                n.control_disk.push(record);
+                n.core.control_persisted(now, token);
+            }
+            Ev::Flush { shard, upto, .. } => {
+                if upto > n.flushed {
+                    n.flushed = upto;
+                }
+                n.core.persisted(now, shard, upto);
+            }
+        }
+        self.drain(id);
+    }
+
+    fn run_until(&mut self, t_end: u64) {
+        while let Some((&(t, s), _)) = self.queue.iter().next() {
+            if t > t_end {
+                break;
+            }
+            let Some(ev) = self.queue.remove(&(t, s)) else {
+                break;
+            };
+            self.now = t;
+            self.process(ev);
+            if !self.checker.violations.is_empty() {
+                return;
+            }
+        }
+        self.now = self.now.max(t_end);
+    }
+
+    fn live_members(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.alive && !n.done && *n.core.status() == Status::Member)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// May `victim` be crashed (permanently) without making the latest view unrecoverable?
+    fn may_crash(&self, victim: NodeId) -> bool {
+        let e = self.checker.latest_epoch();
+        let Some((members, shards)) = self.checker.view(e) else {
+            return false;
+        };
+        // Every node of the latest view that is down or not yet caught up counts as lost.
+        let up = |m: &NodeId| {
+            self.nodes
+                .get(m)
+                .is_some_and(|n| n.alive && !n.done && *m != victim)
+        };
+        let alive = members.iter().filter(|m| up(m)).count();
+        if alive * 2 <= members.len() + 1 {
+            return false;
+        }
+        // Also the epoch before (a view change may still be closing it).
+        if let Some((prev, _)) = self.checker.view(e.saturating_sub(1)) {
+            if !prev.is_empty() && prev.iter().filter(|m| up(m)).count() * 2 <= prev.len() + 1 {
+                return false;
+            }
+        }
+        for s in shards {
+            if s.contains(&victim) && s.iter().filter(|m| up(m) && self.ready(m)).count() < 1 {
+                return false;
+            }
+        }
+        // No crashes while some node is still joining or catching up (its source may be the victim).
+        if self
+            .nodes
+            .values()
+            .any(|n| n.alive && !n.done && !n.core.is_state_ready())
+        {
+            return false;
+        }
+        true
+    }
+
+    fn ready(&self, m: &NodeId) -> bool {
+        self.nodes
+            .get(m)
+            .is_some_and(|n| n.core.is_state_ready() && *n.core.status() == Status::Member)
+    }
+
+    fn spawn_joiner(&mut self) {
+        let contacts = self.live_members();
+        if contacts.is_empty() {
+            return;
+        }
+        let id = NodeId(self.next_id);
+        self.next_id += 1;
+        if let Ok(core) = Node::new_joiner(id, &contacts, self.cfg.clone(), self.now) {
+            self.add_node(core, false, &PlantedBugs::default());
+            self.drain(id);
+        }
+    }
+
+    fn fault(&mut self) {
+        let f = self.opts.faults.clone();
+        let live = self.live_members();
+        if live.is_empty() {
+            return;
+        }
+        let choice = self.rng.range(0, 9);
+        match choice {
+            0 if f.crash => {
+                let v = live[self.rng.pick(live.len())];
+                if self.may_crash(v) {
+                    if let Some(n) = self.nodes.get_mut(&v) {
+                        n.alive = false;
+                    }
+                    self.hash = mix(self.hash, 0xdead ^ v.0);
+                }
+            }
+            1 if f.partition => {
+                // Minority/majority split (or halves) of all live nodes.
+                let mut ids: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.alive)
+                    .map(|(i, _)| *i)
+                    .collect();
+                let k = self.rng.range(1, (ids.len() as u64 / 2).max(1) + 1) as usize;
+                let mut side = Vec::new();
+                for _ in 0..k.min(ids.len()) {
+                    let j = self.rng.pick(ids.len());
+                    side.push(ids.remove(j));
+                }
+                for a in &side {
+                    for b in &ids {
+                        self.blocked.insert((*a, *b));
+                        self.blocked.insert((*b, *a));
+                    }
+                }
+            }
+            2 if f.partition => {
+                // One-way cut.
+                let a = live[self.rng.pick(live.len())];
+                let b = live[self.rng.pick(live.len())];
+                if a != b {
+                    self.blocked.insert((a, b));
+                }
+            }
+            3 if f.partition => {
+                // Connection break: in-flight messages on the link are lost, both ends notice.
+                let a = live[self.rng.pick(live.len())];
+                let b = live[self.rng.pick(live.len())];
+                if a != b {
+                    self.queue.retain(|_, ev| {
+                        !matches!(ev, Ev::Msg { from, to, .. } if (*from == a && *to == b) || (*from == b && *to == a))
+                    });
+                    let now = self.now;
+                    for (x, y) in [(a, b), (b, a)] {
+                        if let Some(n) = self.nodes.get_mut(&x) {
+                            n.core.peer_lost(now, y);
+                        }
+                        self.drain(x);
+                    }
+                }
+            }
+            4 => {
+                // Heal all partitions.
+                self.blocked.clear();
+            }
+            5 if f.pause => {
+                let v = live[self.rng.pick(live.len())];
+                let d = self.rng.range(10_000, 400_000);
+                if let Some(n) = self.nodes.get_mut(&v) {
+                    n.paused_until = self.now + d;
+                }
+            }
+            6 if f.join => self.spawn_joiner(),
+            7 if f.leave => {
+                let v = live[self.rng.pick(live.len())];
+                if self.may_crash(v) {
+                    let now = self.now;
+                    if let Some(n) = self.nodes.get_mut(&v) {
+                        n.core.leave(now);
+                    }
+                    self.drain(v);
+                }
+            }
+            _ => {}
+        }
+        // Replace nodes that were removed (evicted, left or crashed and dropped) with joiners,
+        // keeping the cluster at its initial size.
+        let target = self.opts.nodes;
+        let active = self.nodes.values().filter(|n| n.alive && !n.done).count();
+        if active < target && self.rng.chance(0.3) {
+            self.spawn_joiner();
+        }
+    }
+
+    fn heal(&mut self) {
+        self.blocked.clear();
+        self.drop_rate = 0.0;
+        for n in self.nodes.values_mut() {
+            n.paused_until = 0;
+        }
+    }
+
+    fn liveness(&mut self) {
+        let live = self.live_members();
+        let joining = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.alive && !n.done && matches!(n.core.status(), Status::Joining(_)))
+            .count();
+        if joining > 0 {
+            self.checker.liveness(format!(
+                "{joining} joiners still not admitted after healing"
+            ));
+        }
+        let epochs: BTreeSet<u64> = live
+            .iter()
+            .filter_map(|m| self.nodes.get(m))
+            .map(|n| n.core.epoch())
+            .collect();
+        if epochs.len() != 1 {
+            self.checker.liveness(format!(
+                "live members in several epochs after healing: {epochs:?}"
+            ));
+            return;
+        }
+        for m in &live {
+            let Some(n) = self.nodes.get(m) else { continue };
+            if n.core.is_wedged() || !n.core.is_state_ready() {
+                self.checker
+                    .liveness(format!("{m} still wedged or without state after healing"));
+                return;
+            }
+        }
+        // Every message admitted by a live member is delivered at every member of its shard.
+        for m in &live {
+            let Some(n) = self.nodes.get(m) else { continue };
+            let Some(s) = n.core.shard() else { continue };
+            let agreed = self.checker.agreed_len(s);
+            for id in &n.admitted_ids {
+                if !self.checker.is_delivered(s, id) {
+                    let msg = format!("{:?} sent by live member {m} never delivered", id);
+                    self.checker.liveness(msg);
+                    return;
+                }
+            }
+            if n.app.len != agreed {
+                let msg = format!(
+                    "{m} applied {} of {agreed} messages of shard {s}",
+                    n.app.len
+                );
+                self.checker.liveness(msg);
+                return;
+            }
+        }
+    }
+}
+
+/// The simulator's timing: fast heartbeats so a run covers many view changes.
+pub fn sim_config(rng: &mut Rng, opts: &SimOptions) -> Config {
+    let shards = opts.shards.unwrap_or(if rng.chance(0.3) { 2 } else { 1 });
+    Config {
+        layout: Layout::uniform(shards, 1, 3),
+        window: rng.range(2, 9) as usize,
+        heartbeat_us: 10_000,
+        suspect_timeout_us: 60_000,
+        retransmit_us: 20_000,
+        view_change_retry_us: 150_000,
+        payload_bytes_max: 1024,
+        batch_messages_max: 16,
+        durable: opts.durable.unwrap_or_else(|| rng.chance(0.5)),
+    }
+}
+
+/// Runs one seed.
+pub fn run(seed: u64, opts: &SimOptions) -> RunReport {
+    let mut rng = Rng::new(seed);
+    let mut opts = opts.clone();
+    if opts.nodes == 0 {
+        opts.nodes = rng.range(3, 8) as usize;
+    }
+    let cfg = sim_config(&mut rng, &opts);
+    let drop_rate = opts.drop_rate;
+    let mut w = World {
+        rng,
+        opts: opts.clone(),
+        cfg: cfg.clone(),
+        now: 0,
+        seq: 0,
+        queue: BTreeMap::new(),
+        nodes: BTreeMap::new(),
+        next_id: 1,
+        blocked: BTreeSet::new(),
+        drop_rate,
+        checker: Checker::default(),
+        hash: 0xcbf2_9ce4_8422_2325,
+        events: 0,
+        workload: true,
+        first_node: NodeId(1),
+    };
+    let ids: Vec<NodeId> = (1..=opts.nodes as u64).map(NodeId).collect();
+    w.next_id = opts.nodes as u64 + 1;
+    for (i, id) in ids.iter().enumerate() {
+        match Node::new_initial(*id, &ids, cfg.clone(), 0) {
+            Ok(core) => {
+                let bugs = if i == 0 {
+                    opts.bugs.clone()
+                } else {
+                    PlantedBugs::default()
+                };
+                w.add_node(core, i == 0 && opts.app_bug_cput, &bugs);
+            }
+            Err(e) => {
+                w.checker.liveness(format!("bootstrap failed: {e}"));
+            }
+        }
+    }
+    let first = w.first_node;
+    if let Some(n) = w.nodes.get(&first) {
+        // The bootstrap view as every node computed it.
+        let members = n.core.members().to_vec();
+        let mut shards = vec![Vec::new(); cfg.layout.shards.len()];
+        for id in &ids {
+            if let Some(x) = w.nodes.get(id) {
+                if let Some(s) = x.core.shard() {
+                    shards[s as usize] = x.core.shard_members().to_vec();
+                }
+            }
+        }
+        w.checker.set_initial_view(members, shards);
+    }
+    for id in &ids {
+        if let Some(n) = w.nodes.get_mut(id) {
+            let s = n.core.shard();
+            n.shard_at_epoch.insert(1, s);
+            n.app.shard = s;
+        }
+        w.drain(*id);
+    }
+    // Fault phase.
+    for _ in 0..opts.steps {
+        if w.rng.chance(opts.fault_rate) {
+            w.fault();
+        }
+        let t = w.now + ROUND_US;
+        w.run_until(t);
+        if !w.checker.violations.is_empty() {
+            break;
+        }
+    }
+    // Heal, keep the workload a while, then quiesce and check liveness.
+    if w.checker.violations.is_empty() {
+        w.heal();
+        let t = w.now + 1_500_000;
+        w.run_until(t);
+        w.workload = false;
+        let t = w.now + 2_500_000;
+        w.run_until(t);
+        if w.checker.violations.is_empty() {
+            w.liveness();
+        }
+    }
+    let max_epoch = w.checker.latest_epoch();
+    RunReport {
+        seed,
+        violations: w.checker.violations.clone(),
+        trace_hash: w.hash,
+        deliveries: w.checker.deliveries,
+        installs: w.checker.installs,
+        max_epoch,
+        events: w.events,
+    }
+}

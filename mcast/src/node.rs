@@ -1,0 +1,1676 @@
+//! [`Node`]: the protocol state machine of one member. See the crate docs for the driving
+//! contract.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::action::{Action, ControlRecord, Delivery, ViewInfo};
+use crate::config::Config;
+use crate::error::Error;
+use crate::hlc::{Hlc, HlcClock};
+use crate::layout::allocate;
+use crate::limits;
+use crate::messages::{DataBatch, DataMsg, Message, Proposal, Row, StateTransfer};
+use crate::types::{Ballot, Epoch, MsgId, NodeId, ShardId, Version};
+
+/// Deliberate bugs, for proving that the simulator's checkers catch them. All off by
+/// default; only settable with the `planted-bugs` feature (or in this crate's tests).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlantedBugs {
+    /// Deliver a message as soon as it is received here, ignoring the SST minimum.
+    pub deliver_unstable: bool,
+    /// Swap two consecutive deliverable messages.
+    pub deliver_out_of_order: bool,
+    /// Do not resend own messages cut by the ragged trim.
+    pub no_resend: bool,
+    /// Resend own trimmed messages twice.
+    pub resend_twice: bool,
+    /// The proposer lowers every trim by one (may cut a delivered message).
+    pub trim_minus_one: bool,
+    /// Apply the trim from this node's own received counters instead of the decided one.
+    pub local_trim: bool,
+    /// Deliver by the trim before the decision record is durable.
+    pub apply_before_persist: bool,
+    /// Stamp deliveries with the sender's timestamp only (no strict increase).
+    pub ts_no_bump: bool,
+    /// Persistence frontier from the maximum instead of the minimum over the shard.
+    pub frontier_uses_max: bool,
+    /// Local stability frontier ignores own pending messages.
+    pub frontier_ignores_pending: bool,
+    /// A bare half of the previous view is enough to decide (breaks the majority rule).
+    pub quorum_half: bool,
+    /// Admit up to twice the window.
+    pub window_double: bool,
+    /// Capture the state-transfer snapshot before delivering by the trim.
+    pub snapshot_before_trim: bool,
+}
+
+/// Lifecycle of a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting to be admitted; sends `Join` to these contacts.
+    Joining(Vec<NodeId>),
+    /// In a view.
+    Member,
+    /// Removed by a view it is not part of.
+    Evicted,
+    /// Left gracefully.
+    Left,
+}
+
+/// The installed view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct View {
+    epoch: Epoch,
+    members: Vec<NodeId>,
+    shards: Vec<Vec<NodeId>>,
+}
+
+/// A message this node originated, in the current epoch's sender stream.
+#[derive(Clone, Debug)]
+struct Sent {
+    index: u64,
+    msg: DataMsg,
+}
+
+/// An admitted message not yet given a slot (FIFO; trimmed resends go first).
+#[derive(Clone, Debug)]
+struct Queued {
+    id: MsgId,
+    payload: Bytes,
+}
+
+/// Proposer state for the current epoch.
+#[derive(Clone, Debug)]
+struct Proposer {
+    ballot: Ballot,
+    started_us: u64,
+    /// Rows that showed `promised == ballot` (their content is the promise).
+    promises: BTreeMap<NodeId, Arc<Row>>,
+    value: Option<Arc<Proposal>>,
+}
+
+/// Everything that is reset when a view is installed.
+#[derive(Clone, Debug, Default)]
+struct EpochState {
+    shard: Option<ShardId>,
+    /// My rank among my shard's senders.
+    rank: usize,
+    /// My shard's members (= senders) in rank order.
+    shard_members: Vec<NodeId>,
+    /// My own stream: `sent[i].index == sent_base + i`.
+    sent: VecDeque<Sent>,
+    sent_base: u64,
+    /// Per sender rank: received messages not yet delivered, `recv[r][i]` has index `recv_base[r] + i`.
+    recv: Vec<VecDeque<DataMsg>>,
+    recv_base: Vec<u64>,
+    /// Next position to deliver (= positions delivered).
+    delivered: u64,
+    rows: BTreeMap<NodeId, Arc<Row>>,
+    last_heard_us: BTreeMap<NodeId, u64>,
+    last_data_us: BTreeMap<NodeId, u64>,
+    suspected: BTreeSet<NodeId>,
+    wedged: bool,
+    promised: Ballot,
+    accepted: Option<(Ballot, Arc<Proposal>)>,
+    accept_inflight: Option<(u64, Ballot, Arc<Proposal>)>,
+    proposer: Option<Proposer>,
+    decided: Option<Arc<Proposal>>,
+    decision_inflight: Option<u64>,
+    decision_durable: bool,
+    installed_by: Option<Arc<Proposal>>,
+    state_ready: bool,
+    /// As state source: the snapshot and who still needs it.
+    snapshot: Option<Arc<StateTransfer>>,
+    snapshot_waiting: Vec<NodeId>,
+    snapshot_sent_us: u64,
+    started_us: u64,
+}
+
+impl EpochState {
+    fn received(&self, r: usize) -> u64 {
+        self.recv_base[r] + self.recv[r].len() as u64
+    }
+    fn next_index(&self) -> u64 {
+        self.sent_base + self.sent.len() as u64
+    }
+    fn n(&self) -> u64 {
+        self.shard_members.len() as u64
+    }
+}
+
+/// The protocol state machine of one node. See the crate documentation for how to drive it.
+#[derive(Debug)]
+pub struct Node {
+    id: NodeId,
+    cfg: Config,
+    status: Status,
+    now_us: u64,
+    clock: HlcClock,
+    next_seq: u64,
+    view: View,
+    ep: EpochState,
+    queue: VecDeque<Queued>,
+    actions: VecDeque<Action>,
+    /// Last delivered version and timestamp of my shard (carried across epochs).
+    last_version: Version,
+    last_ts: Hlc,
+    persisted: Version,
+    persist_requested: Version,
+    persistence_frontier: Version,
+    stability_frontier: Hlc,
+    next_token: u64,
+    row_seq: u64,
+    row_dirty: bool,
+    last_row_push_us: u64,
+    leave_requested: bool,
+    leaving_reported: bool,
+    joiners: BTreeSet<NodeId>,
+    bugs: PlantedBugs,
+}
+
+impl Node {
+    /// A member of the bootstrap view (epoch 1). Every initial member must be created with
+    /// the same `members` list (it fixes ranks and the shard allocation).
+    pub fn new_initial(
+        id: NodeId,
+        members: &[NodeId],
+        cfg: Config,
+        now_us: u64,
+    ) -> Result<Node, Error> {
+        cfg.validate()?;
+        if members.is_empty() || members.len() > limits::VIEW_MEMBERS_MAX || !members.contains(&id)
+        {
+            return Err(Error::InvalidConfig(
+                "initial members must contain this node".into(),
+            ));
+        }
+        let empty: Vec<Vec<NodeId>> = vec![Vec::new(); cfg.layout.shards.len()];
+        let shards = allocate(&cfg.layout, &empty, &[], members)
+            .ok_or_else(|| Error::InvalidConfig("too few initial members for the layout".into()))?;
+        let mut node = Node::blank(id, cfg, Status::Member, now_us);
+        let view = View {
+            epoch: 1,
+            members: members.to_vec(),
+            shards,
+        };
+        node.install(view, None, true, Vec::new());
+        node.step();
+        Ok(node)
+    }
+
+    /// A node asking to join through `contacts` (any current members).
+    pub fn new_joiner(
+        id: NodeId,
+        contacts: &[NodeId],
+        cfg: Config,
+        now_us: u64,
+    ) -> Result<Node, Error> {
+        cfg.validate()?;
+        if contacts.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a joiner needs at least one contact".into(),
+            ));
+        }
+        let mut node = Node::blank(id, cfg, Status::Joining(contacts.to_vec()), now_us);
+        node.send_joins();
+        Ok(node)
+    }
+
+    fn blank(id: NodeId, cfg: Config, status: Status, now_us: u64) -> Node {
+        Node {
+            id,
+            cfg,
+            status,
+            now_us,
+            clock: HlcClock::default(),
+            next_seq: 0,
+            view: View {
+                epoch: 0,
+                members: Vec::new(),
+                shards: Vec::new(),
+            },
+            ep: EpochState::default(),
+            queue: VecDeque::new(),
+            actions: VecDeque::new(),
+            last_version: Version::default(),
+            last_ts: Hlc::default(),
+            persisted: Version::default(),
+            persist_requested: Version::default(),
+            persistence_frontier: Version::default(),
+            stability_frontier: Hlc::default(),
+            next_token: 1,
+            row_seq: 0,
+            row_dirty: true,
+            last_row_push_us: now_us,
+            leave_requested: false,
+            leaving_reported: false,
+            joiners: BTreeSet::new(),
+            bugs: PlantedBugs::default(),
+        }
+    }
+
+    /// Turns on deliberate bugs (simulator self-tests only).
+    #[cfg(any(test, feature = "planted-bugs"))]
+    pub fn plant_bugs(&mut self, bugs: PlantedBugs) {
+        self.bugs = bugs;
+    }
+
+    // ----------------------------------------------------------------- accessors
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    /// Lifecycle state.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+    /// Current epoch (0 before the first view).
+    pub fn epoch(&self) -> Epoch {
+        self.view.epoch
+    }
+    /// Members of the current view in rank order.
+    pub fn members(&self) -> &[NodeId] {
+        &self.view.members
+    }
+    /// This node's shard in the current view.
+    pub fn shard(&self) -> Option<ShardId> {
+        self.ep.shard
+    }
+    /// Members of this node's shard.
+    pub fn shard_members(&self) -> &[NodeId] {
+        &self.ep.shard_members
+    }
+    /// True while a view change is under way here (no sending or delivering).
+    pub fn is_wedged(&self) -> bool {
+        self.ep.wedged
+    }
+    /// False while a joiner waits for its state snapshot.
+    pub fn is_state_ready(&self) -> bool {
+        self.ep.state_ready
+    }
+    /// Contiguously received count from sender rank `r` of my shard in this epoch.
+    pub fn received_from(&self, r: usize) -> u64 {
+        if r < self.ep.recv.len() {
+            self.ep.received(r)
+        } else {
+            0
+        }
+    }
+    /// Positions delivered in this epoch.
+    pub fn delivered_positions(&self) -> u64 {
+        self.ep.delivered
+    }
+    /// Last version delivered (or installed by snapshot) in my shard.
+    pub fn last_version(&self) -> Version {
+        self.last_version
+    }
+    /// The global persistence frontier published so far.
+    pub fn persistence_frontier(&self) -> Version {
+        self.persistence_frontier
+    }
+    /// The stability frontier published so far.
+    pub fn stability_frontier(&self) -> Hlc {
+        self.stability_frontier
+    }
+    /// Admitted own messages not yet delivered at every shard member (queued included).
+    pub fn outstanding(&self) -> usize {
+        let min_delivered = self.min_delivered_all();
+        let n = self.ep.n();
+        let in_flight = self
+            .ep
+            .sent
+            .iter()
+            .filter(|s| {
+                matches!(s.msg, DataMsg::App { .. })
+                    && s.index * n + self.ep.rank as u64 >= min_delivered
+            })
+            .count();
+        in_flight + self.queue.len()
+    }
+    /// Timestamp of the next heartbeat (call `tick` then).
+    pub fn next_timeout(&self) -> u64 {
+        self.last_row_push_us + self.cfg.heartbeat_us
+    }
+
+    // ----------------------------------------------------------------- inputs
+
+    /// Offers an application message for ordered delivery in this node's shard.
+    /// Returns its id, or `WouldBlock` when W messages are outstanding (nothing is queued).
+    pub fn send(&mut self, now_us: u64, payload: Bytes) -> Result<MsgId, Error> {
+        self.advance(now_us);
+        match self.status {
+            Status::Member => {}
+            Status::Joining(_) => return Err(Error::NotASender),
+            Status::Evicted | Status::Left => return Err(Error::NotMember(self.id)),
+        }
+        if self.ep.shard.is_none() || self.leave_requested {
+            return Err(Error::NotASender);
+        }
+        if payload.len() > self.cfg.payload_bytes_max {
+            return Err(Error::PayloadTooLarge {
+                size: payload.len(),
+                max: self.cfg.payload_bytes_max,
+            });
+        }
+        let window = if self.bugs.window_double {
+            2 * self.cfg.window
+        } else {
+            self.cfg.window
+        };
+        if self.outstanding() >= window {
+            return Err(Error::WouldBlock);
+        }
+        let id = MsgId {
+            sender: self.id,
+            seq: self.next_seq,
+        };
+        self.next_seq += 1;
+        self.queue.push_back(Queued { id, payload });
+        self.step();
+        Ok(id)
+    }
+
+    /// A timer tick: heartbeats, failure detection, retransmission, proposer retries.
+    pub fn tick(&mut self, now_us: u64) {
+        self.advance(now_us);
+        match self.status {
+            Status::Joining(_) => {
+                if now_us >= self.last_row_push_us + self.cfg.heartbeat_us {
+                    self.last_row_push_us = now_us;
+                    self.send_joins();
+                }
+                return;
+            }
+            Status::Member => {}
+            _ => return,
+        }
+        for &m in &self.view.members {
+            if m == self.id || self.ep.suspected.contains(&m) {
+                continue;
+            }
+            let heard = self
+                .ep
+                .last_heard_us
+                .get(&m)
+                .copied()
+                .unwrap_or(self.ep.started_us);
+            if now_us.saturating_sub(heard) > self.cfg.suspect_timeout_us {
+                self.ep.suspected.insert(m);
+                self.row_dirty = true;
+            }
+        }
+        if !self.ep.wedged {
+            self.retransmit();
+        }
+        self.resend_snapshot();
+        if now_us >= self.last_row_push_us + self.cfg.heartbeat_us {
+            self.row_dirty = true;
+        }
+        self.step();
+    }
+
+    /// The transport lost its connection to `peer`: treated as a failure suspicion.
+    pub fn peer_lost(&mut self, now_us: u64, peer: NodeId) {
+        self.advance(now_us);
+        if self.status == Status::Member && peer != self.id && self.view.members.contains(&peer) {
+            if self.ep.suspected.insert(peer) {
+                self.row_dirty = true;
+            }
+            self.step();
+        }
+    }
+
+    /// Asks to leave gracefully: no new sends; once this node's own messages are delivered
+    /// everywhere, it is removed at the next view change (`Action::Left`).
+    pub fn leave(&mut self, now_us: u64) {
+        self.advance(now_us);
+        self.leave_requested = true;
+        self.row_dirty = true;
+        self.step();
+    }
+
+    /// Durable mode: the delivered log of `shard` is flushed up to `upto`.
+    pub fn persisted(&mut self, now_us: u64, shard: ShardId, upto: Version) {
+        self.advance(now_us);
+        if Some(shard) == self.ep.shard && upto > self.persisted && upto <= self.last_version {
+            self.persisted = upto;
+            self.row_dirty = true;
+        }
+        self.step();
+    }
+
+    /// A `PersistControl` record is durable.
+    pub fn control_persisted(&mut self, now_us: u64, token: u64) {
+        self.advance(now_us);
+        if let Some((t, b, p)) = self.ep.accept_inflight.clone() {
+            if t == token {
+                self.ep.accept_inflight = None;
+                if b >= self.ep.promised {
+                    self.ep.accepted = Some((b, p));
+                    self.row_dirty = true;
+                }
+            }
+        }
+        if self.ep.decision_inflight == Some(token) {
+            self.ep.decision_inflight = None;
+            self.ep.decision_durable = true;
+        }
+        self.step();
+    }
+
+    /// The application captured the snapshot asked for by `CaptureSnapshot`.
+    pub fn snapshot_ready(&mut self, now_us: u64, epoch: Epoch, shard: ShardId, data: Bytes) {
+        self.advance(now_us);
+        if epoch != self.view.epoch
+            || Some(shard) != self.ep.shard
+            || data.len() > limits::SNAPSHOT_BYTES_MAX
+        {
+            return;
+        }
+        self.ep.snapshot = Some(Arc::new(StateTransfer {
+            epoch,
+            shard,
+            version: self.last_version,
+            ts: self.last_ts,
+            clock: self.clock.last(),
+            data,
+        }));
+        self.ep.snapshot_sent_us = 0;
+        self.resend_snapshot();
+        self.step();
+    }
+
+    /// A message from `from` (already authenticated as that peer by the transport).
+    pub fn handle_message(&mut self, now_us: u64, from: NodeId, msg: Message) {
+        self.advance(now_us);
+        match msg {
+            Message::Row(row) => self.on_row(from, row),
+            Message::Data(batch) => self.on_data(from, &batch),
+            Message::Join { from: joiner } => self.on_join(joiner),
+            Message::State(st) => self.on_state(from, st),
+        }
+        self.step();
+    }
+
+    /// Next action to carry out, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ----------------------------------------------------------------- input handlers
+
+    fn advance(&mut self, now_us: u64) {
+        if now_us > self.now_us {
+            self.now_us = now_us;
+        }
+    }
+
+    fn on_row(&mut self, from: NodeId, row: Arc<Row>) {
+        if row.from != from {
+            return;
+        }
+        if let Some(p) = &row.installed_by {
+            // Also the path by which joiners learn they were admitted.
+            let joining = matches!(self.status, Status::Joining(_)) && p.joiners.contains(&self.id);
+            let next = self.status == Status::Member && row.epoch == self.view.epoch + 1;
+            if p.epoch + 1 == row.epoch && (joining || next) {
+                self.learn_from_next_epoch(p.clone());
+                return;
+            }
+        }
+        if self.status != Status::Member {
+            return;
+        }
+        if row.epoch > self.view.epoch + 1
+            || (row.epoch == self.view.epoch + 1 && row.installed_by.is_none())
+        {
+            // A view two or more epochs ahead exists: it cannot contain us (we never
+            // promised in the epoch between), so we were removed.
+            self.evict();
+            return;
+        }
+        if row.epoch < self.view.epoch {
+            // A laggard (or a removed node): show it the current epoch so it catches up or stops.
+            let mine = self.my_row();
+            self.actions.push_back(Action::Send {
+                to: from,
+                msg: Message::Row(mine),
+            });
+            return;
+        }
+        if row.epoch != self.view.epoch || !self.view.members.contains(&from) || from == self.id {
+            return;
+        }
+        self.ep.last_heard_us.insert(from, self.now_us);
+        if let Some(ts) = Some(row.frontier) {
+            self.clock.observe(ts);
+        }
+        let newer = self
+            .ep
+            .rows
+            .get(&from)
+            .is_none_or(|old| old.row_seq < row.row_seq);
+        if newer {
+            self.ep.rows.insert(from, row);
+        }
+    }
+
+    fn on_data(&mut self, from: NodeId, b: &DataBatch) {
+        if self.status != Status::Member
+            || b.epoch != self.view.epoch
+            || Some(b.shard) != self.ep.shard
+        {
+            return;
+        }
+        let r = b.sender_rank as usize;
+        if r >= self.ep.shard_members.len() || self.ep.shard_members[r] != from || from == self.id {
+            return;
+        }
+        self.ep.last_heard_us.insert(from, self.now_us);
+        if self.ep.wedged {
+            return; // received counters are frozen once wedged
+        }
+        for (index, m) in (b.first_index..).zip(b.msgs.iter()) {
+            if index == self.ep.received(r) {
+                if let DataMsg::App { ts, payload, .. } = m {
+                    if payload.len() > self.cfg.payload_bytes_max {
+                        return; // a peer violating the limit: ignore the rest
+                    }
+                    self.clock.observe(*ts);
+                }
+                self.ep.recv[r].push_back(m.clone());
+                self.row_dirty = true;
+            }
+        }
+    }
+
+    fn on_join(&mut self, joiner: NodeId) {
+        if self.status != Status::Member || self.view.members.contains(&joiner) {
+            return;
+        }
+        if self.joiners.len() < limits::PENDING_JOINERS_MAX && self.joiners.insert(joiner) {
+            self.row_dirty = true;
+        }
+    }
+
+    fn on_state(&mut self, from: NodeId, st: Arc<StateTransfer>) {
+        if self.status != Status::Member
+            || self.ep.state_ready
+            || st.epoch != self.view.epoch
+            || Some(st.shard) != self.ep.shard
+            || self
+                .ep
+                .installed_by
+                .as_ref()
+                .and_then(|p| p.sources.get(st.shard as usize).copied().flatten())
+                != Some(from)
+        {
+            return;
+        }
+        self.clock.observe(st.clock);
+        self.clock.observe(st.ts);
+        self.last_version = st.version;
+        self.last_ts = st.ts;
+        self.persisted = Version::default();
+        self.persist_requested = st.version;
+        self.ep.state_ready = true;
+        self.row_dirty = true;
+        self.actions.push_back(Action::InstallSnapshot {
+            shard: st.shard,
+            version: st.version,
+            data: st.data.clone(),
+        });
+    }
+
+    // ----------------------------------------------------------------- the predicate loop
+
+    /// Re-evaluates every rule until nothing changes, then pushes the row if it changed.
+    fn step(&mut self) {
+        for _ in 0..4 {
+            if self.status != Status::Member {
+                return;
+            }
+            let epoch = self.view.epoch;
+            self.merge_rows();
+            self.acceptor();
+            self.proposer();
+            self.acceptor();
+            self.proposer();
+            self.learn();
+            if self.view.epoch != epoch {
+                continue; // a new view: run the rules again in it
+            }
+            if !self.ep.wedged {
+                self.send_path();
+                self.deliver_stable();
+                self.prune();
+            }
+            self.frontiers();
+            break;
+        }
+        self.push_row_if_dirty();
+    }
+
+    /// Suspicions spread (from rows of members we still trust), join requests are merged,
+    /// and any change of membership wedges the epoch.
+    fn merge_rows(&mut self) {
+        let mut new_susp = Vec::new();
+        let mut new_join = Vec::new();
+        for (from, row) in &self.ep.rows {
+            if self.ep.suspected.contains(from) {
+                continue;
+            }
+            for s in &row.suspected {
+                if *s != self.id && self.view.members.contains(s) && !self.ep.suspected.contains(s)
+                {
+                    new_susp.push(*s);
+                }
+            }
+            for j in &row.joiners {
+                if !self.view.members.contains(j) && !self.joiners.contains(j) {
+                    new_join.push(*j);
+                }
+            }
+        }
+        for s in new_susp {
+            self.ep.suspected.insert(s);
+            self.row_dirty = true;
+        }
+        for j in new_join {
+            if self.joiners.len() < limits::PENDING_JOINERS_MAX {
+                self.joiners.insert(j);
+                self.row_dirty = true;
+            }
+        }
+        if !self.ep.suspected.is_empty() {
+            self.wedge();
+        }
+        if self.leaving_now() && !self.leaving_reported {
+            // `leaving` is reported in the row only once own messages are delivered everywhere.
+            self.leaving_reported = true;
+            self.row_dirty = true;
+        }
+    }
+
+    fn leaving_now(&self) -> bool {
+        self.leave_requested && (self.ep.wedged || self.outstanding() == 0)
+    }
+
+    fn wedge(&mut self) {
+        if !self.ep.wedged {
+            self.ep.wedged = true;
+            self.row_dirty = true;
+        }
+    }
+
+    fn quorum(&self, count: usize) -> bool {
+        let n = self.view.members.len();
+        if self.bugs.quorum_half {
+            count * 2 >= n
+        } else {
+            count * 2 > n
+        }
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.view
+            .members
+            .iter()
+            .copied()
+            .find(|m| !self.ep.suspected.contains(m))
+    }
+
+    /// Paxos acceptor over the rows: promise to the highest ballot of a trusted proposer,
+    /// accept its value (after making it durable).
+    fn acceptor(&mut self) {
+        if self.ep.accept_inflight.is_some() || self.ep.decided.is_some() {
+            return;
+        }
+        let mut best: Option<(Ballot, Option<Arc<Proposal>>)> = self
+            .ep
+            .proposer
+            .as_ref()
+            .map(|p| (p.ballot, p.value.clone()));
+        for (from, row) in &self.ep.rows {
+            if self.ep.suspected.contains(from) {
+                continue;
+            }
+            if let Some((b, v)) = &row.proposing {
+                if b.node == from.0 && best.as_ref().is_none_or(|(bb, _)| b > bb) {
+                    best = Some((*b, v.clone()));
+                }
+            }
+        }
+        let Some((b, v)) = best else { return };
+        if b > self.ep.promised {
+            self.ep.promised = b;
+            self.wedge();
+            self.row_dirty = true;
+        }
+        if b == self.ep.promised {
+            if let Some(v) = v {
+                if self.ep.accepted.as_ref().is_none_or(|(ab, _)| *ab != b) {
+                    let token = self.token();
+                    self.ep.accept_inflight = Some((token, b, v.clone()));
+                    self.actions.push_back(Action::PersistControl {
+                        token,
+                        record: ControlRecord::Accepted {
+                            ballot: b,
+                            proposal: v,
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
+    }
+
+    fn triggered(&self) -> bool {
+        !self.ep.suspected.is_empty()
+            || self.leaving_now()
+            || self.ep.rows.values().any(|r| r.leaving)
+            || !self.joiners.is_empty()
+    }
+
+    /// Paxos proposer, run by the lowest-ranked member this node does not suspect.
+    fn proposer(&mut self) {
+        if self.ep.decided.is_some() {
+            return;
+        }
+        if self.leader() != Some(self.id) || !self.triggered() {
+            if self.ep.proposer.take().is_some() {
+                self.row_dirty = true;
+            }
+            return;
+        }
+        let expired = self
+            .ep
+            .proposer
+            .as_ref()
+            .is_some_and(|p| self.now_us >= p.started_us + self.cfg.view_change_retry_us);
+        if self.ep.proposer.is_none() || expired {
+            if self.ep.accept_inflight.is_some() {
+                return;
+            }
+            let mut round = self.ep.promised.round;
+            for row in self.ep.rows.values() {
+                round = round.max(row.promised.round);
+            }
+            let ballot = Ballot {
+                round: round + 1,
+                node: self.id.0,
+            };
+            self.ep.proposer = Some(Proposer {
+                ballot,
+                started_us: self.now_us,
+                promises: BTreeMap::new(),
+                value: None,
+            });
+            self.ep.promised = ballot;
+            self.wedge();
+            self.row_dirty = true;
+        }
+        let mine = self.my_row();
+        let me = self.id;
+        let ep = &mut self.ep;
+        let Some(p) = ep.proposer.as_mut() else {
+            return;
+        };
+        let ballot = p.ballot;
+        if mine.promised == ballot {
+            p.promises.entry(me).or_insert(mine.clone());
+        }
+        for (from, row) in &ep.rows {
+            if row.promised == ballot {
+                p.promises.entry(*from).or_insert(row.clone());
+            }
+        }
+        let Some(p) = self.ep.proposer.as_ref() else {
+            return;
+        };
+        if p.value.is_none() {
+            let promised = p.promises.len();
+            let all_trusted = self
+                .view
+                .members
+                .iter()
+                .filter(|m| !self.ep.suspected.contains(m))
+                .all(|m| p.promises.contains_key(m));
+            let waited = self.now_us >= p.started_us + self.cfg.view_change_retry_us / 2;
+            if !self.quorum(promised) || !(all_trusted || waited) {
+                return;
+            }
+            // Adopt the value accepted at the highest ballot, if any promise reports one.
+            let adopted = p
+                .promises
+                .values()
+                .filter_map(|r| r.accepted.clone())
+                .max_by(|a, b| a.0.cmp(&b.0))
+                .map(|(_, v)| v);
+            let value = match adopted {
+                Some(v) => Some(v),
+                None => self.fresh_proposal(),
+            };
+            let Some(value) = value else { return }; // inadequate: stay wedged, wait
+            if let Some(p) = self.ep.proposer.as_mut() {
+                p.value = Some(value);
+            }
+            self.row_dirty = true;
+            return; // acceptor picks it up on the next pass
+        }
+        // Phase 2: decided once a strict majority of the closed view accepted, and every
+        // trusted survivor accepted (so the trim is on disk there before anyone applies it).
+        let Some(value) = p.value.clone() else { return };
+        let accepted_by = |row: &Row| row.accepted.as_ref().is_some_and(|(b, _)| *b == ballot);
+        let mut count = usize::from(accepted_by(&mine));
+        let mut acc = BTreeSet::new();
+        if accepted_by(&mine) {
+            acc.insert(self.id);
+        }
+        for (from, row) in &self.ep.rows {
+            if accepted_by(row) {
+                count += 1;
+                acc.insert(*from);
+            }
+        }
+        let survivors_ok = value
+            .members
+            .iter()
+            .filter(|m| self.view.members.contains(m) && !self.ep.suspected.contains(m))
+            .all(|m| acc.contains(m));
+        if self.quorum(count) && survivors_ok {
+            self.ep.decided = Some(value);
+            self.row_dirty = true;
+        }
+    }
+
+    /// Computes a new view from the promises: survivors are the promisers this node does not
+    /// suspect (and that are not leaving and have their state), the trim per shard is the
+    /// minimum of the survivors' frozen received counters.
+    fn fresh_proposal(&self) -> Option<Arc<Proposal>> {
+        let p = self.ep.proposer.as_ref()?;
+        let survivors: Vec<NodeId> = self
+            .view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| {
+                p.promises
+                    .get(m)
+                    .is_some_and(|r| !r.leaving && r.state_ready)
+                    && !self.ep.suspected.contains(m)
+            })
+            .collect();
+        if survivors.is_empty() {
+            return None;
+        }
+        let joiners: Vec<NodeId> = self
+            .joiners
+            .iter()
+            .copied()
+            .filter(|j| !self.view.members.contains(j))
+            .take(limits::JOINS_PER_VIEW_MAX)
+            .collect();
+        let shards = allocate(&self.cfg.layout, &self.view.shards, &survivors, &joiners)?;
+        let mut trims = Vec::with_capacity(self.view.shards.len());
+        for old in &self.view.shards {
+            let mut t = vec![u64::MAX; old.len()];
+            let mut any = false;
+            for m in old.iter().filter(|m| survivors.contains(m)) {
+                any = true;
+                let row = p.promises.get(m)?;
+                for (r, slot) in t.iter_mut().enumerate() {
+                    *slot = (*slot).min(row.received.get(r).copied().unwrap_or(0));
+                }
+            }
+            if !any && !old.is_empty() {
+                return None; // a shard lost every member holding its state: wait
+            }
+            if !any {
+                t.iter_mut().for_each(|x| *x = 0);
+            }
+            if self.bugs.trim_minus_one {
+                t.iter_mut().for_each(|x| *x = x.saturating_sub(1));
+            }
+            trims.push(t);
+        }
+        let mut sources = Vec::with_capacity(shards.len());
+        for (s, members) in shards.iter().enumerate() {
+            let old = self.view.shards.get(s).cloned().unwrap_or_default();
+            let needs = members.iter().any(|m| !old.contains(m));
+            sources.push(if needs {
+                old.iter().copied().find(|m| survivors.contains(m))
+            } else {
+                None
+            });
+        }
+        let mut members = survivors;
+        members.extend(joiners.iter().copied());
+        Some(Arc::new(Proposal {
+            epoch: self.view.epoch,
+            members,
+            shards,
+            joiners,
+            trims,
+            sources,
+        }))
+    }
+
+    /// Learns the decision (own, or from any row), makes it durable, then applies it.
+    fn learn(&mut self) {
+        if self.ep.decided.is_none() {
+            let found = self.ep.rows.values().find_map(|r| r.decided.clone());
+            if let Some(v) = found {
+                self.ep.decided = Some(v);
+                self.wedge();
+                self.row_dirty = true;
+            }
+        }
+        let Some(v) = self.ep.decided.clone() else {
+            return;
+        };
+        if !self.ep.decision_durable && !self.bugs.apply_before_persist {
+            if self.ep.decision_inflight.is_none() {
+                let token = self.token();
+                self.ep.decision_inflight = Some(token);
+                self.actions.push_back(Action::PersistControl {
+                    token,
+                    record: ControlRecord::Decided { proposal: v },
+                });
+            }
+            return;
+        }
+        self.apply(v);
+    }
+
+    /// A row of the next epoch carries the decision that closed ours.
+    fn learn_from_next_epoch(&mut self, v: Arc<Proposal>) {
+        match self.status {
+            Status::Joining(_) if v.members.contains(&self.id) && v.joiners.contains(&self.id) => {
+                let view = View {
+                    epoch: v.next_epoch(),
+                    members: v.members.clone(),
+                    shards: v.shards.clone(),
+                };
+                self.status = Status::Member;
+                self.install(view, Some(v), false, Vec::new());
+            }
+            Status::Member if v.epoch == self.view.epoch && self.ep.decided.is_none() => {
+                self.ep.decided = Some(v);
+                self.wedge();
+                self.row_dirty = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn evict(&mut self) {
+        if self.status == Status::Member {
+            self.status = if self.leave_requested {
+                Status::Left
+            } else {
+                Status::Evicted
+            };
+            self.actions.push_back(if self.leave_requested {
+                Action::Left
+            } else {
+                Action::Evicted
+            });
+        }
+    }
+
+    /// Ragged-trim delivery, resend of own trimmed messages, then the next view.
+    fn apply(&mut self, v: Arc<Proposal>) {
+        if !v.members.contains(&self.id) {
+            self.evict();
+            return;
+        }
+        let mut applied = Vec::new();
+        if let Some(s) = self.ep.shard {
+            let mut trim = v.trims.get(s as usize).cloned().unwrap_or_default();
+            if self.bugs.local_trim {
+                trim = (0..self.ep.shard_members.len())
+                    .map(|r| self.ep.received(r))
+                    .collect();
+            }
+            if self.bugs.snapshot_before_trim {
+                self.capture_if_source(&v, s);
+            }
+            self.deliver_trim(&trim);
+            applied = trim.clone();
+            // Own messages beyond the cut go back to the head of the queue in FIFO order.
+            let mine = trim.get(self.ep.rank).copied().unwrap_or(0);
+            let mut resend: Vec<Queued> = Vec::new();
+            if !self.bugs.no_resend {
+                for s in &self.ep.sent {
+                    if s.index >= mine {
+                        if let DataMsg::App { id, payload, .. } = &s.msg {
+                            resend.push(Queued {
+                                id: *id,
+                                payload: payload.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            if self.bugs.resend_twice {
+                let again = resend.clone();
+                resend.extend(again);
+            }
+            for q in resend.into_iter().rev() {
+                self.queue.push_front(q);
+            }
+        }
+        let view = View {
+            epoch: v.next_epoch(),
+            members: v.members.clone(),
+            shards: v.shards.clone(),
+        };
+        self.install(view, Some(v), true, applied);
+    }
+
+    fn deliver_trim(&mut self, trim: &[u64]) {
+        let n = self.ep.n();
+        if n == 0 {
+            return;
+        }
+        let end = trim
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t > 0)
+            .map(|(r, t)| (t - 1) * n + r as u64 + 1)
+            .max();
+        let Some(end) = end else { return };
+        while self.ep.delivered < end {
+            let q = self.ep.delivered;
+            let (k, r) = (q / n, (q % n) as usize);
+            if k < trim.get(r).copied().unwrap_or(0) {
+                if !self.deliver_position(q) {
+                    // Cannot happen for a correct trim (it is a minimum over survivors'
+                    // frozen counters, ours included). Stop rather than invent data.
+                    break;
+                }
+            } else {
+                self.ep.delivered += 1;
+            }
+        }
+    }
+
+    fn capture_if_source(&mut self, v: &Proposal, old_shard: ShardId) {
+        let _ = old_shard;
+        let next_shard = v
+            .shards
+            .iter()
+            .position(|m| m.contains(&self.id))
+            .map(|s| s as ShardId);
+        if let Some(ns) = next_shard {
+            if v.sources.get(ns as usize).copied().flatten() == Some(self.id) {
+                self.actions.push_back(Action::CaptureSnapshot {
+                    epoch: v.next_epoch(),
+                    shard: ns,
+                    version: self.last_version,
+                });
+            }
+        }
+    }
+
+    /// Installs `view`; `has_state` is false for a member new to its shard that has a source.
+    fn install(
+        &mut self,
+        view: View,
+        by: Option<Arc<Proposal>>,
+        has_state: bool,
+        applied: Vec<u64>,
+    ) {
+        let my_shard = view
+            .shards
+            .iter()
+            .position(|m| m.contains(&self.id))
+            .map(|s| s as ShardId);
+        let old_shard_members = self.ep.shard_members.clone();
+        let shard_members = my_shard
+            .map(|s| view.shards[s as usize].clone())
+            .unwrap_or_default();
+        let rank = shard_members
+            .iter()
+            .position(|m| *m == self.id)
+            .unwrap_or(0);
+        let new_to_shard =
+            my_shard.is_some() && (!has_state || !old_shard_members.contains(&self.id));
+        let source = my_shard.and_then(|s| {
+            by.as_ref()
+                .and_then(|p| p.sources.get(s as usize).copied().flatten())
+        });
+        let needs_state = new_to_shard && source.is_some() && source != Some(self.id);
+        let n = shard_members.len();
+        let snapshot_waiting: Vec<NodeId> = if source == Some(self.id) {
+            shard_members
+                .iter()
+                .copied()
+                .filter(|m| !old_shard_members.contains(m))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.ep = EpochState {
+            shard: my_shard,
+            rank,
+            shard_members,
+            sent: VecDeque::new(),
+            sent_base: 0,
+            recv: vec![VecDeque::new(); n],
+            recv_base: vec![0; n],
+            delivered: 0,
+            state_ready: !needs_state,
+            installed_by: by.clone(),
+            snapshot_waiting,
+            started_us: self.now_us,
+            ..EpochState::default()
+        };
+        if needs_state {
+            self.queue.clear(); // a member new to a shard has nothing of its own outstanding
+        }
+        self.joiners.retain(|j| !view.members.contains(j));
+        self.view = view;
+        self.row_dirty = true;
+        self.actions.push_back(Action::InstallView(ViewInfo {
+            epoch: self.view.epoch,
+            members: self.view.members.clone(),
+            shards: self.view.shards.clone(),
+            my_shard,
+            needs_state,
+            applied_trim: applied,
+            last_version: self.last_version,
+        }));
+        if !self.bugs.snapshot_before_trim {
+            if let (Some(p), Some(s)) = (by.as_ref(), my_shard) {
+                if p.sources.get(s as usize).copied().flatten() == Some(self.id)
+                    && !self.ep.snapshot_waiting.is_empty()
+                {
+                    self.actions.push_back(Action::CaptureSnapshot {
+                        epoch: self.view.epoch,
+                        shard: s,
+                        version: self.last_version,
+                    });
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- normal path
+
+    /// Nulls in reaction to traffic, then every queued message (opportunistic batching).
+    fn send_path(&mut self) {
+        let Some(shard) = self.ep.shard else { return };
+        let n = self.ep.shard_members.len();
+        let me = self.ep.rank;
+        let mut need = 0u64;
+        for r in 0..n {
+            if r == me {
+                continue;
+            }
+            let c = self.ep.received(r);
+            if c == 0 {
+                continue;
+            }
+            // Others' message index c-1 must not wait for our slot: ranks below them need
+            // index ≥ c-1 filled (count c), ranks above need count c-1.
+            let want = if me < r { c } else { c - 1 };
+            need = need.max(want);
+        }
+        let first = self.ep.next_index();
+        let can_send_real = self.ep.state_ready;
+        while self.ep.next_index() < need || (can_send_real && !self.queue.is_empty()) {
+            let index = self.ep.next_index();
+            let msg = match self.queue.front() {
+                Some(_) if can_send_real => {
+                    let Some(q) = self.queue.pop_front() else {
+                        break;
+                    };
+                    let ts = self.clock.tick(self.now_us);
+                    DataMsg::App {
+                        id: q.id,
+                        ts,
+                        payload: q.payload,
+                    }
+                }
+                _ => DataMsg::Null,
+            };
+            self.ep.sent.push_back(Sent { index, msg });
+        }
+        let last = self.ep.next_index();
+        if last > first {
+            self.row_dirty = true;
+            // Our own copy counts as received.
+            for i in first..last {
+                let m = self.ep.sent[(i - self.ep.sent_base) as usize].msg.clone();
+                self.ep.recv[me].push_back(m);
+            }
+            let peers: Vec<NodeId> = self
+                .ep
+                .shard_members
+                .iter()
+                .copied()
+                .filter(|m| *m != self.id)
+                .collect();
+            for p in peers {
+                self.send_range(p, shard, first, last);
+            }
+        }
+    }
+
+    fn send_range(&mut self, to: NodeId, shard: ShardId, from: u64, to_excl: u64) {
+        let mut i = from.max(self.ep.sent_base);
+        while i < to_excl {
+            let end = to_excl.min(i + self.cfg.batch_messages_max as u64);
+            let msgs: Vec<DataMsg> = (i..end)
+                .map(|j| self.ep.sent[(j - self.ep.sent_base) as usize].msg.clone())
+                .collect();
+            let batch = DataBatch {
+                epoch: self.view.epoch,
+                shard,
+                sender_rank: self.ep.rank as u32,
+                first_index: i,
+                msgs,
+            };
+            self.actions.push_back(Action::Send {
+                to,
+                msg: Message::Data(Arc::new(batch)),
+            });
+            i = end;
+        }
+        self.ep.last_data_us.insert(to, self.now_us);
+    }
+
+    fn retransmit(&mut self) {
+        let Some(shard) = self.ep.shard else { return };
+        let me = self.ep.rank;
+        let next = self.ep.next_index();
+        let peers: Vec<NodeId> = self
+            .ep
+            .shard_members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.id)
+            .collect();
+        for p in peers {
+            let theirs = self
+                .ep
+                .rows
+                .get(&p)
+                .and_then(|r| r.received.get(me).copied())
+                .unwrap_or(0);
+            let last = self.ep.last_data_us.get(&p).copied().unwrap_or(0);
+            if theirs < next && self.now_us >= last + self.cfg.retransmit_us {
+                let upto = next.min(theirs + self.cfg.batch_messages_max as u64);
+                self.send_range(p, shard, theirs, upto);
+            }
+        }
+    }
+
+    fn resend_snapshot(&mut self) {
+        let Some(snap) = self.ep.snapshot.clone() else {
+            return;
+        };
+        let waiting: Vec<NodeId> = self
+            .ep
+            .snapshot_waiting
+            .iter()
+            .copied()
+            .filter(|m| !self.ep.rows.get(m).is_some_and(|r| r.state_ready))
+            .collect();
+        self.ep.snapshot_waiting = waiting.clone();
+        if waiting.is_empty() || self.now_us < self.ep.snapshot_sent_us + self.cfg.retransmit_us {
+            return;
+        }
+        self.ep.snapshot_sent_us = self.now_us;
+        for m in waiting {
+            self.actions.push_back(Action::Send {
+                to: m,
+                msg: Message::State(snap.clone()),
+            });
+        }
+    }
+
+    /// For sender rank r: the minimum received count over the shard (the SST column minimum).
+    fn stable_received(&self, r: usize) -> u64 {
+        let mut min = self.ep.received(r);
+        for m in &self.ep.shard_members {
+            if *m == self.id {
+                continue;
+            }
+            let c = self
+                .ep
+                .rows
+                .get(m)
+                .and_then(|row| row.received.get(r).copied())
+                .unwrap_or(0);
+            min = min.min(c);
+        }
+        min
+    }
+
+    fn deliver_stable(&mut self) {
+        if !self.ep.state_ready || self.ep.shard.is_none() {
+            return;
+        }
+        let n = self.ep.n();
+        let stable: Vec<u64> = (0..n as usize)
+            .map(|r| {
+                if self.bugs.deliver_unstable {
+                    self.ep.received(r)
+                } else {
+                    self.stable_received(r)
+                }
+            })
+            .collect();
+        let mut swapped = false;
+        loop {
+            let q = self.ep.delivered;
+            let (k, r) = (q / n, (q % n) as usize);
+            if k >= stable[r] {
+                break;
+            }
+            if self.bugs.deliver_out_of_order && !swapped {
+                let q2 = q + 1;
+                let (k2, r2) = (q2 / n, (q2 % n) as usize);
+                let both_app = |me: &Self, k: u64, r: usize| {
+                    me.ep.recv[r]
+                        .get((k - me.ep.recv_base[r]) as usize)
+                        .is_some_and(|m| matches!(m, DataMsg::App { .. }))
+                };
+                if k2 < stable[r2] && both_app(self, k, r) && both_app(self, k2, r2) {
+                    swapped = true;
+                    self.ep.delivered = q2;
+                    self.deliver_position_at(q2, q2);
+                    self.ep.delivered = q;
+                    self.deliver_position_at(q, q + 2);
+                    continue;
+                }
+            }
+            if !self.deliver_position(q) {
+                break;
+            }
+        }
+        if self.cfg.durable && self.last_version > self.persist_requested {
+            self.persist_requested = self.last_version;
+            if let Some(s) = self.ep.shard {
+                self.actions.push_back(Action::Persist {
+                    shard: s,
+                    upto: self.last_version,
+                });
+            }
+        }
+    }
+
+    fn deliver_position(&mut self, q: u64) -> bool {
+        self.deliver_position_at(q, q + 1)
+    }
+
+    /// Delivers position `q` (must be held) and sets the delivered count to `next`.
+    fn deliver_position_at(&mut self, q: u64, next: u64) -> bool {
+        let n = self.ep.n();
+        let (k, r) = (q / n, (q % n) as usize);
+        let Some(off) = k.checked_sub(self.ep.recv_base[r]) else {
+            return false;
+        };
+        let Some(msg) = self.ep.recv[r].get(off as usize).cloned() else {
+            return false;
+        };
+        self.ep.delivered = next;
+        self.row_dirty = true;
+        if let DataMsg::App { id, ts, payload } = msg {
+            let stamped = if self.bugs.ts_no_bump {
+                ts
+            } else {
+                ts.max(self.last_ts.succ())
+            };
+            self.last_ts = stamped;
+            let version = Version {
+                epoch: self.view.epoch,
+                seq: q,
+            };
+            self.last_version = version;
+            let shard = self.ep.shard.unwrap_or(0);
+            self.actions.push_back(Action::Deliver(Delivery {
+                shard,
+                version,
+                ts: stamped,
+                id,
+                payload,
+            }));
+        }
+        true
+    }
+
+    fn min_delivered_all(&self) -> u64 {
+        let mut min = self.ep.delivered;
+        for m in &self.ep.shard_members {
+            if *m != self.id {
+                min = min.min(self.ep.rows.get(m).map(|r| r.delivered).unwrap_or(0));
+            }
+        }
+        min
+    }
+
+    /// Drops received messages already delivered here and own messages delivered everywhere.
+    fn prune(&mut self) {
+        let n = self.ep.n();
+        if n == 0 {
+            return;
+        }
+        let d = self.ep.delivered;
+        for r in 0..n as usize {
+            // Index k of rank r is delivered iff k*n + r < d.
+            let done = if d > r as u64 {
+                (d - r as u64).div_ceil(n)
+            } else {
+                0
+            };
+            while self.ep.recv_base[r] < done && !self.ep.recv[r].is_empty() {
+                self.ep.recv[r].pop_front();
+                self.ep.recv_base[r] += 1;
+            }
+        }
+        let all = self.min_delivered_all();
+        let me = self.ep.rank as u64;
+        while let Some(front) = self.ep.sent.front() {
+            if front.index * n + me < all {
+                self.ep.sent.pop_front();
+                self.ep.sent_base += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- frontiers and rows
+
+    fn local_frontier(&self) -> Hlc {
+        let mut f = self.clock.last().succ();
+        if !self.bugs.frontier_ignores_pending {
+            let n = self.ep.n();
+            for s in &self.ep.sent {
+                if let DataMsg::App { ts, .. } = &s.msg {
+                    if s.index * n + self.ep.rank as u64 >= self.ep.delivered {
+                        f = f.min(*ts);
+                    }
+                }
+            }
+        }
+        f
+    }
+
+    fn frontiers(&mut self) {
+        let Some(shard) = self.ep.shard else { return };
+        if !self.ep.state_ready {
+            return;
+        }
+        let mut rows: Vec<(u64, Hlc, Version)> =
+            vec![(self.ep.delivered, self.local_frontier(), self.persisted)];
+        let mut complete = true;
+        for m in &self.ep.shard_members {
+            if *m == self.id {
+                continue;
+            }
+            match self.ep.rows.get(m) {
+                Some(r) if r.state_ready => rows.push((r.delivered, r.frontier, r.persisted)),
+                _ => complete = false,
+            }
+        }
+        if !complete {
+            return;
+        }
+        let max_delivered = rows.iter().map(|r| r.0).max().unwrap_or(0);
+        if self.ep.delivered >= max_delivered && !self.ep.wedged {
+            let f = rows.iter().map(|r| r.1).min().unwrap_or_default();
+            if f > self.stability_frontier {
+                self.stability_frontier = f;
+                self.actions
+                    .push_back(Action::StabilityFrontier { shard, ts: f });
+            }
+        }
+        if self.cfg.durable {
+            let pf = if self.bugs.frontier_uses_max {
+                rows.iter().map(|r| r.2).max().unwrap_or_default()
+            } else {
+                rows.iter().map(|r| r.2).min().unwrap_or_default()
+            };
+            if pf > self.persistence_frontier {
+                self.persistence_frontier = pf;
+                self.actions
+                    .push_back(Action::PersistenceFrontier { shard, version: pf });
+            }
+        }
+    }
+
+    fn my_row(&self) -> Arc<Row> {
+        let n = self.ep.shard_members.len();
+        Arc::new(Row {
+            epoch: self.view.epoch,
+            from: self.id,
+            row_seq: self.row_seq,
+            received: (0..n).map(|r| self.ep.received(r)).collect(),
+            delivered: self.ep.delivered,
+            persisted: self.persisted,
+            frontier: self.local_frontier(),
+            state_ready: self.ep.state_ready,
+            leaving: self.leaving_now(),
+            wedged: self.ep.wedged,
+            suspected: self.ep.suspected.iter().copied().collect(),
+            joiners: self.joiners.iter().copied().collect(),
+            promised: self.ep.promised,
+            accepted: self.ep.accepted.clone(),
+            proposing: self
+                .ep
+                .proposer
+                .as_ref()
+                .map(|p| (p.ballot, p.value.clone())),
+            decided: self.ep.decided.clone(),
+            installed_by: self.ep.installed_by.clone(),
+        })
+    }
+
+    fn push_row_if_dirty(&mut self) {
+        if !self.row_dirty || self.status != Status::Member {
+            return;
+        }
+        self.row_dirty = false;
+        self.row_seq += 1;
+        self.last_row_push_us = self.now_us;
+        let row = self.my_row();
+        for &m in &self.view.members {
+            if m != self.id {
+                self.actions.push_back(Action::Send {
+                    to: m,
+                    msg: Message::Row(row.clone()),
+                });
+            }
+        }
+    }
+
+    fn send_joins(&mut self) {
+        if let Status::Joining(contacts) = &self.status {
+            for &c in contacts {
+                self.actions.push_back(Action::Send {
+                    to: c,
+                    msg: Message::Join { from: self.id },
+                });
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------- invariants
+
+    /// Checks the internal invariants of this node; the simulator calls it after every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.status != Status::Member {
+            return Ok(());
+        }
+        let n = self.ep.n();
+        if self.ep.shard.is_some() {
+            if self.ep.recv.len() as u64 != n || self.ep.recv_base.len() as u64 != n {
+                return Err("receive buffers do not match the shard size".into());
+            }
+            if self.ep.shard_members.get(self.ep.rank) != Some(&self.id) {
+                return Err("own rank does not point at self".into());
+            }
+            for (i, s) in self.ep.sent.iter().enumerate() {
+                if s.index != self.ep.sent_base + i as u64 {
+                    return Err(format!("sent stream not contiguous at {i}"));
+                }
+            }
+            if self.ep.received(self.ep.rank) != self.ep.next_index() {
+                return Err("own stream not counted as received".into());
+            }
+            // Delivered never passes what is held.
+            let d = self.ep.delivered;
+            for r in 0..n as usize {
+                let delivered_of_r = if d > r as u64 {
+                    (d - r as u64).div_ceil(n)
+                } else {
+                    0
+                };
+                if !self.ep.wedged
+                    && self.ep.decided.is_none()
+                    && delivered_of_r > self.ep.received(r)
+                {
+                    return Err(format!(
+                        "delivered {delivered_of_r} of rank {r} but received {}",
+                        self.ep.received(r)
+                    ));
+                }
+            }
+        }
+        if let Some((b, _)) = &self.ep.accepted {
+            if *b > self.ep.promised {
+                return Err("accepted a ballot above the promise".into());
+            }
+        }
+        let window = if self.bugs.window_double {
+            2 * self.cfg.window
+        } else {
+            self.cfg.window
+        };
+        if self.outstanding() > window {
+            return Err(format!(
+                "outstanding {} beyond window {window}",
+                self.outstanding()
+            ));
+        }
+        if self.stability_frontier > self.clock.last().succ() && !self.bugs.frontier_ignores_pending
+        {
+            return Err("stability frontier ahead of the local clock".into());
+        }
+        Ok(())
+    }
+}
