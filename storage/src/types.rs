@@ -213,3 +213,51 @@ pub enum Selector {
     /// Every key starting with this prefix.
     Prefix(String),
 }
+
+/// Index of a shard inside a store (`0..StoreConfig::shards`).
+pub type ShardId = u32;
+
+/// The kept range of a key's dense counters (the broker converts it to the faces' `KeyBounds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KeyBounds {
+    /// The first key_version still kept (Kafka log start offset).
+    pub start: u64,
+    /// The key_version the next put gets (Kafka log end offset).
+    pub next: u64,
+}
+
+/// What applying one stamped [`Op`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A pool was created (or already existed with the same configuration).
+    PoolCreated,
+    /// A pool was deleted.
+    PoolDeleted,
+    /// A put or delete was stored (or, in a stateless pool, notified) with this version.
+    Put(Version),
+    /// A truncate left the key with these bounds.
+    Truncated(KeyBounds),
+}
+
+/// The result of an applied op plus, for durable pools, the log position whose fsync makes it
+/// durable (see `Store::on_durable` / `Store::wait_durable`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The stamp the op was applied at.
+    pub stamp: Stamp,
+    /// What it did.
+    pub outcome: Outcome,
+    /// Log sequence number to wait for before acknowledging; `None` when nothing was logged
+    /// (volatile or stateless pool, or no log).
+    pub lsn: Option<u64>,
+}
+
+/// One event a watch yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// An update, in its shard's order.
+    Update(Entry),
+    /// The watcher fell behind the bounded recent-event ring of a stateless pool and lost up to
+    /// this many shard events (the watch continues with the oldest event still kept).
+    Lagged(u64),
+}

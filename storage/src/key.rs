@@ -1,0 +1,375 @@
+//! One key's kept history inside a shard: its dense counters, its versions in order, and the
+//! lookups by version, platform time and sensor time.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use crate::types::{Entry, Version};
+
+/// `lsn` of an entry that was never logged (volatile pool).
+pub(crate) const NO_LSN: u64 = u64::MAX;
+
+/// Compaction sweeps dead placeholders once more than this many have piled up (and they are
+/// at least half of the entries), so a removal is amortised O(1).
+const DEAD_SWEEP_MIN: usize = 64;
+
+/// One kept version.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub version: Version,
+    pub value: Bytes,
+    pub tombstone: bool,
+    pub compaction_key: Option<Bytes>,
+    /// Log sequence number of the record that holds it, or [`NO_LSN`].
+    #[allow(dead_code)] // read by log retention (next step)
+    pub lsn: u64,
+    /// Removed by compaction; kept as a placeholder until the next sweep so indexes stay sorted.
+    pub dead: bool,
+}
+
+impl Stored {
+    pub fn to_entry(&self, key: &str) -> Entry {
+        Entry {
+            key: key.to_owned(),
+            version: self.version,
+            value: self.value.clone(),
+            tombstone: self.tombstone,
+            compaction_key: self.compaction_key.clone(),
+        }
+    }
+
+    /// The time sensor reads order this entry by: its sensor time, or its platform time when
+    /// the producer gave none.
+    pub fn sensor_key(&self) -> u64 {
+        self.version
+            .sensor_time_us
+            .unwrap_or(self.version.time.physical_us)
+    }
+}
+
+/// A key's state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KeyState {
+    /// First key_version still kept.
+    pub start: u64,
+    /// key_version of the next put.
+    pub next: u64,
+    /// The newest version ever applied (key_version, tombstone): what a cput compares with.
+    pub newest: Option<(u64, bool)>,
+    /// Kept versions, ascending key_version (and shard_seq, and platform time).
+    pub entries: VecDeque<Stored>,
+    /// Value bytes of the live kept entries.
+    pub live_bytes: u64,
+    /// Dead placeholders in `entries`.
+    pub dead: usize,
+    /// compact pools: compaction key → key_version of its newest entry.
+    pub compaction: BTreeMap<Bytes, u64>,
+    /// Sensor index of live, non-late entries: (sensor time, key_version). Built when the first
+    /// entry with a sensor time arrives; until then sensor reads use platform time.
+    pub sensor: Option<BTreeSet<(u64, u64)>>,
+}
+
+impl KeyState {
+    /// Position of the kept entry whose dense range covers `v` (dead or alive).
+    pub fn position_covering(&self, v: u64) -> Option<usize> {
+        let idx = self
+            .entries
+            .partition_point(|e| e.version.next_key_version() <= v);
+        let e = self.entries.get(idx)?;
+        (e.version.key_version <= v).then_some(idx)
+    }
+
+    /// The live entry covering `v`.
+    pub fn covering(&self, v: u64) -> Option<&Stored> {
+        if v < self.start {
+            return None;
+        }
+        let e = &self.entries[self.position_covering(v)?];
+        (!e.dead).then_some(e)
+    }
+
+    /// The newest kept entry (never dead: compaction only kills older ones).
+    pub fn newest_kept(&self) -> Option<&Stored> {
+        self.entries.back().filter(|e| !e.dead)
+    }
+
+    /// Live entries from the one covering `from` on.
+    pub fn iter_from(&self, from: u64) -> impl Iterator<Item = &Stored> {
+        let from = from.max(self.start);
+        let idx = self
+            .entries
+            .partition_point(|e| e.version.next_key_version() <= from);
+        self.entries.range(idx..).filter(|e| !e.dead)
+    }
+
+    /// The newest live entry with platform time ≤ `at_us`.
+    pub fn at_platform(&self, at_us: u64) -> Option<&Stored> {
+        let idx = self
+            .entries
+            .partition_point(|e| e.version.time.physical_us <= at_us);
+        self.entries.range(..idx).rev().find(|e| !e.dead)
+    }
+
+    /// The live, non-late entry with the greatest sensor time ≤ `at_us` (ties: the later one).
+    pub fn at_sensor(&self, at_us: u64) -> Option<&Stored> {
+        match &self.sensor {
+            None => self.at_platform(at_us),
+            Some(idx) => {
+                let &(_, kv) = idx.range(..=(at_us, u64::MAX)).next_back()?;
+                self.covering(kv)
+            }
+        }
+    }
+
+    /// The first live key_version with platform time ≥ `t_us`.
+    pub fn first_platform_at_or_after(&self, t_us: u64) -> Option<u64> {
+        let idx = self
+            .entries
+            .partition_point(|e| e.version.time.physical_us < t_us);
+        self.entries
+            .range(idx..)
+            .find(|e| !e.dead)
+            .map(|e| e.version.key_version)
+    }
+
+    /// The first live key_version whose sensor time is ≥ `t_us` (a scan: sensor times are not
+    /// ordered by arrival).
+    pub fn first_sensor_at_or_after(&self, t_us: u64) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter(|e| !e.dead && e.sensor_key() >= t_us)
+            .map(|e| e.version.key_version)
+            .min()
+    }
+
+    /// Appends a new newest entry (versioned mode); in a compact pool the previous entry with
+    /// the same compaction key dies.
+    pub fn push(&mut self, stored: Stored, compact: bool) {
+        let v = stored.version;
+        self.next = v.next_key_version();
+        self.newest = Some((v.key_version, stored.tombstone));
+        if compact {
+            if let Some(ck) = &stored.compaction_key {
+                if let Some(old) = self.compaction.insert(ck.clone(), v.key_version) {
+                    self.kill(old);
+                }
+            }
+        }
+        if stored.version.sensor_time_us.is_some() && self.sensor.is_none() {
+            let mut idx = BTreeSet::new();
+            for e in self.entries.iter().filter(|e| !e.dead && !e.version.late) {
+                idx.insert((e.sensor_key(), e.version.key_version));
+            }
+            self.sensor = Some(idx);
+        }
+        if !v.late {
+            if let Some(idx) = &mut self.sensor {
+                idx.insert((stored.sensor_key(), v.key_version));
+            }
+        }
+        self.live_bytes += stored.value.len() as u64;
+        self.entries.push_back(stored);
+        self.sweep();
+    }
+
+    /// Replaces everything with `stored` (latest mode).
+    pub fn replace(&mut self, stored: Stored) {
+        let v = stored.version;
+        self.entries.clear();
+        self.compaction.clear();
+        self.sensor = None;
+        self.dead = 0;
+        self.next = v.next_key_version();
+        self.newest = Some((v.key_version, stored.tombstone));
+        self.start = v.key_version;
+        self.live_bytes = stored.value.len() as u64;
+        self.entries.push_back(stored);
+    }
+
+    /// Records a notified-only version (stateless mode): counters move, nothing is kept.
+    pub fn count_only(&mut self, v: &Version, tombstone: bool) {
+        self.next = v.next_key_version();
+        self.newest = Some((v.key_version, tombstone));
+        self.start = self.next;
+    }
+
+    /// Marks the entry at key_version `kv` dead (compaction).
+    fn kill(&mut self, kv: u64) {
+        let Some(pos) = self.position_covering(kv) else {
+            return;
+        };
+        let e = &mut self.entries[pos];
+        if e.dead || e.version.key_version != kv {
+            return;
+        }
+        e.dead = true;
+        self.live_bytes -= e.value.len() as u64;
+        e.value = Bytes::new();
+        if let Some(idx) = &mut self.sensor {
+            idx.remove(&(e.sensor_key(), kv));
+        }
+        self.dead += 1;
+    }
+
+    /// Drops dead placeholders when they pile up.
+    fn sweep(&mut self) {
+        while self.entries.front().is_some_and(|e| e.dead) {
+            self.pop_front();
+        }
+        if self.dead > DEAD_SWEEP_MIN && self.dead * 2 > self.entries.len() {
+            self.entries.retain(|e| !e.dead);
+            self.dead = 0;
+        }
+    }
+
+    /// Removes the oldest kept entry.
+    fn pop_front(&mut self) -> Option<Stored> {
+        let e = self.entries.pop_front()?;
+        self.start = self.start.max(e.version.next_key_version());
+        if e.dead {
+            self.dead -= 1;
+        } else {
+            self.live_bytes -= e.value.len() as u64;
+            if let Some(idx) = &mut self.sensor {
+                idx.remove(&(e.sensor_key(), e.version.key_version));
+            }
+            if let Some(ck) = &e.compaction_key {
+                if self.compaction.get(ck) == Some(&e.version.key_version) {
+                    self.compaction.remove(ck);
+                }
+            }
+        }
+        Some(e)
+    }
+
+    /// Removes every version entirely below `before` (clamped to `next`); `start` becomes
+    /// `before`. An entry whose range straddles `before` is kept.
+    pub fn truncate(&mut self, before: u64) {
+        let before = before.min(self.next);
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.version.next_key_version() <= before)
+        {
+            self.pop_front();
+        }
+        self.start = self.start.max(before);
+        self.sweep();
+    }
+
+    /// Applies retention: drops the oldest live entries while the kept bytes exceed
+    /// `bytes_max` or the entries are older than `age_floor_us` (platform time), always keeping
+    /// the newest entry so the counters survive.
+    pub fn retain(&mut self, bytes_max: Option<u64>, age_floor_us: Option<u64>) {
+        loop {
+            if self.entries.len() <= 1 {
+                break;
+            }
+            let Some(front) = self.entries.front() else {
+                break;
+            };
+            let too_big = bytes_max.is_some_and(|m| self.live_bytes > m);
+            let too_old = age_floor_us.is_some_and(|f| front.version.time.physical_us < f);
+            if !(too_big || too_old || front.dead) {
+                break;
+            }
+            self.pop_front();
+        }
+        self.sweep();
+    }
+
+    #[allow(dead_code)] // used by log retention and its tests (next step)
+    /// Smallest lsn among kept entries ([`NO_LSN`] if none).
+    pub fn min_lsn(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| !e.dead)
+            .map(|e| e.lsn)
+            .min()
+            .unwrap_or(NO_LSN)
+    }
+
+    /// Checks this key's own rules; `Err` names the broken one.
+    pub fn check(&self) -> Result<(), String> {
+        if self.start > self.next {
+            return Err(format!("start {} > next {}", self.start, self.next));
+        }
+        let mut prev: Option<&Stored> = None;
+        let mut live_bytes = 0u64;
+        let mut dead = 0usize;
+        for e in &self.entries {
+            let v = &e.version;
+            if v.span == 0 {
+                return Err(format!("entry {} has span 0", v.key_version));
+            }
+            if let Some(p) = prev {
+                if v.key_version < p.version.next_key_version() {
+                    return Err(format!(
+                        "entry {} overlaps previous {}+{}",
+                        v.key_version, p.version.key_version, p.version.span
+                    ));
+                }
+                if v.shard_seq <= p.version.shard_seq || v.time <= p.version.time {
+                    return Err(format!(
+                        "entry {} not after previous in shard order",
+                        v.key_version
+                    ));
+                }
+            }
+            if e.dead {
+                dead += 1;
+            } else {
+                live_bytes += e.value.len() as u64;
+            }
+            prev = Some(e);
+        }
+        if let Some(last) = self.entries.back() {
+            if last.version.next_key_version() != self.next {
+                return Err(format!(
+                    "newest entry ends at {} but next is {}",
+                    last.version.next_key_version(),
+                    self.next
+                ));
+            }
+            if last.dead {
+                return Err("newest entry is dead".into());
+            }
+        }
+        if let Some(first) = self.entries.front() {
+            if first.version.next_key_version() <= self.start {
+                return Err(format!(
+                    "entry {} kept below start {}",
+                    first.version.key_version, self.start
+                ));
+            }
+        }
+        if live_bytes != self.live_bytes {
+            return Err(format!(
+                "live_bytes {} but entries hold {}",
+                self.live_bytes, live_bytes
+            ));
+        }
+        if dead != self.dead {
+            return Err(format!("dead count {} but {} dead", self.dead, dead));
+        }
+        if let Some(idx) = &self.sensor {
+            let want: BTreeSet<(u64, u64)> = self
+                .entries
+                .iter()
+                .filter(|e| !e.dead && !e.version.late)
+                .map(|e| (e.sensor_key(), e.version.key_version))
+                .collect();
+            if &want != idx {
+                return Err("sensor index does not match kept entries".into());
+            }
+        }
+        for (ck, kv) in &self.compaction {
+            match self.position_covering(*kv).map(|p| &self.entries[p]) {
+                Some(e) if !e.dead && e.compaction_key.as_ref() == Some(ck) => {}
+                _ => return Err(format!("compaction index points at missing entry {kv}")),
+            }
+        }
+        Ok(())
+    }
+}

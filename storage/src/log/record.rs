@@ -1,0 +1,307 @@
+//! The on-disk record format.
+//!
+//! ```text
+//! header (12 bytes): body_len u32 LE | body_crc32c u32 LE | header_crc32c u32 LE (of the first 8)
+//! body:              lsn u64 | shard u32 | shard_seq u64 | hlc physical_us u64 | hlc logical u32
+//!                    | kind u8 | kind-specific fields
+//! ```
+//! Strings and byte strings are `u32 length | bytes`, options a `u8` flag then the value. The
+//! header has its own checksum so a flipped length is told apart from a torn write: a torn tail
+//! leaves a short file or zeros, never a header whose checksum holds but whose body is cut
+//! short in the middle of a segment.
+
+use bytes::Bytes;
+
+use crate::types::{Hlc, Mode, PoolConfig, ShardId, Stamp, Version, POOL_NAME_BYTES_MAX};
+
+/// Header size in bytes.
+pub const HEADER_BYTES: usize = 12;
+/// Smallest body: lsn, shard, seq, physical, logical, kind.
+pub const BODY_BYTES_MIN: usize = 8 + 4 + 8 + 8 + 4 + 1;
+
+const KIND_CREATE_POOL: u8 = 1;
+const KIND_DELETE_POOL: u8 = 2;
+const KIND_PUT: u8 = 3;
+const KIND_TRUNCATE: u8 = 4;
+
+/// What a record says happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordBody {
+    /// A pool was created.
+    CreatePool(PoolConfig),
+    /// A pool was deleted.
+    DeletePool {
+        /// The pool.
+        pool: String,
+    },
+    /// A version was stored (its key_version already decided).
+    Put {
+        /// The pool.
+        pool: String,
+        /// The key.
+        key: String,
+        /// The version (shard_seq and time equal the record's stamp).
+        version: Version,
+        /// The value.
+        value: Bytes,
+        /// A delete.
+        tombstone: bool,
+        /// Compaction key.
+        compaction_key: Option<Bytes>,
+    },
+    /// A key was truncated.
+    Truncate {
+        /// The pool.
+        pool: String,
+        /// The key.
+        key: String,
+        /// First key_version kept.
+        before: u64,
+    },
+}
+
+/// One log record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The shard whose order it belongs to.
+    pub shard: ShardId,
+    /// Its stamp in that order.
+    pub stamp: Stamp,
+    /// What happened.
+    pub body: RecordBody,
+    /// Its log sequence number (assigned by the log on append; filled on read).
+    pub lsn: u64,
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(x) => {
+            out.push(1);
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+/// Encodes `rec` with log sequence number `lsn` (header included) into `out`.
+pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_BYTES]);
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&rec.shard.to_le_bytes());
+    out.extend_from_slice(&rec.stamp.shard_seq.to_le_bytes());
+    out.extend_from_slice(&rec.stamp.time.physical_us.to_le_bytes());
+    out.extend_from_slice(&rec.stamp.time.logical.to_le_bytes());
+    match &rec.body {
+        RecordBody::CreatePool(c) => {
+            out.push(KIND_CREATE_POOL);
+            put_bytes(out, c.name.as_bytes());
+            out.push(match c.mode {
+                Mode::Stateless => 0,
+                Mode::Latest => 1,
+                Mode::Versioned => 2,
+            });
+            out.push(u8::from(c.durable) | (u8::from(c.compact) << 1));
+            put_opt_u64(out, c.retention_ms);
+            put_opt_u64(out, c.retention_bytes);
+            out.extend_from_slice(&c.lateness_us.to_le_bytes());
+            out.extend_from_slice(&c.value_bytes_max.to_le_bytes());
+        }
+        RecordBody::DeletePool { pool } => {
+            out.push(KIND_DELETE_POOL);
+            put_bytes(out, pool.as_bytes());
+        }
+        RecordBody::Put {
+            pool,
+            key,
+            version,
+            value,
+            tombstone,
+            compaction_key,
+        } => {
+            out.push(KIND_PUT);
+            put_bytes(out, pool.as_bytes());
+            put_bytes(out, key.as_bytes());
+            out.extend_from_slice(&version.key_version.to_le_bytes());
+            out.extend_from_slice(&version.span.to_le_bytes());
+            put_opt_u64(out, version.sensor_time_us);
+            out.push(u8::from(version.late) | (u8::from(*tombstone) << 1));
+            match compaction_key {
+                Some(ck) => {
+                    out.push(1);
+                    put_bytes(out, ck);
+                }
+                None => out.push(0),
+            }
+            put_bytes(out, value);
+        }
+        RecordBody::Truncate { pool, key, before } => {
+            out.push(KIND_TRUNCATE);
+            put_bytes(out, pool.as_bytes());
+            put_bytes(out, key.as_bytes());
+            out.extend_from_slice(&before.to_le_bytes());
+        }
+    }
+    let body_len = (out.len() - start - HEADER_BYTES) as u32;
+    let body_crc = crc32c::crc32c(&out[start + HEADER_BYTES..]);
+    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&body_crc.to_le_bytes());
+    let hcrc = crc32c::crc32c(&out[start..start + 8]);
+    out[start + 8..start + 12].copy_from_slice(&hcrc.to_le_bytes());
+}
+
+/// A parsed, checksum-verified header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Body length.
+    pub body_len: u32,
+    /// Body checksum.
+    pub body_crc: u32,
+}
+
+/// Parses a header; `None` if its checksum fails.
+pub fn decode_header(h: &[u8; HEADER_BYTES]) -> Option<Header> {
+    let u = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    (crc32c::crc32c(&h[..8]) == u(8)).then(|| Header {
+        body_len: u(0),
+        body_crc: u(4),
+    })
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len());
+        let end = end.ok_or_else(|| format!("field of {n} bytes runs past the body"))?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let s = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self, max: usize) -> Result<String, String> {
+        let b = self.bytes()?;
+        if b.len() > max {
+            return Err(format!("string of {} bytes over limit {max}", b.len()));
+        }
+        String::from_utf8(b.to_vec()).map_err(|_| "string is not UTF-8".to_string())
+    }
+    fn opt_u64(&mut self) -> Result<Option<u64>, String> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.u64()?)),
+            f => Err(format!("bad option flag {f}")),
+        }
+    }
+}
+
+/// Decodes a checksum-verified body. `Err` says what is malformed.
+pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
+    let mut r = Reader { b: raw, pos: 0 };
+    let lsn = r.u64()?;
+    let shard = r.u32()?;
+    let shard_seq = r.u64()?;
+    let physical_us = r.u64()?;
+    let logical = r.u32()?;
+    let stamp = Stamp {
+        shard_seq,
+        time: Hlc {
+            physical_us,
+            logical,
+        },
+    };
+    let key_max = crate::types::KEY_BYTES_MAX;
+    let body = match r.u8()? {
+        KIND_CREATE_POOL => {
+            let name = r.string(POOL_NAME_BYTES_MAX)?;
+            let mode = match r.u8()? {
+                0 => Mode::Stateless,
+                1 => Mode::Latest,
+                2 => Mode::Versioned,
+                m => return Err(format!("bad mode {m}")),
+            };
+            let flags = r.u8()?;
+            RecordBody::CreatePool(PoolConfig {
+                name,
+                mode,
+                durable: flags & 1 != 0,
+                compact: flags & 2 != 0,
+                retention_ms: r.opt_u64()?,
+                retention_bytes: r.opt_u64()?,
+                lateness_us: r.u64()?,
+                value_bytes_max: r.u32()?,
+            })
+        }
+        KIND_DELETE_POOL => RecordBody::DeletePool {
+            pool: r.string(POOL_NAME_BYTES_MAX)?,
+        },
+        KIND_PUT => {
+            let pool = r.string(POOL_NAME_BYTES_MAX)?;
+            let key = r.string(key_max)?;
+            let key_version = r.u64()?;
+            let span = r.u32()?;
+            let sensor_time_us = r.opt_u64()?;
+            let flags = r.u8()?;
+            let compaction_key = match r.u8()? {
+                0 => None,
+                1 => Some(Bytes::copy_from_slice(r.bytes()?)),
+                f => return Err(format!("bad option flag {f}")),
+            };
+            let value = Bytes::copy_from_slice(r.bytes()?);
+            RecordBody::Put {
+                pool,
+                key,
+                version: Version {
+                    key_version,
+                    span,
+                    shard_seq,
+                    time: stamp.time,
+                    sensor_time_us,
+                    late: flags & 1 != 0,
+                },
+                value,
+                tombstone: flags & 2 != 0,
+                compaction_key,
+            }
+        }
+        KIND_TRUNCATE => RecordBody::Truncate {
+            pool: r.string(POOL_NAME_BYTES_MAX)?,
+            key: r.string(key_max)?,
+            before: r.u64()?,
+        },
+        k => return Err(format!("unknown record kind {k}")),
+    };
+    if r.pos != raw.len() {
+        return Err(format!("{} trailing bytes", raw.len() - r.pos));
+    }
+    Ok(Record {
+        shard,
+        stamp,
+        body,
+        lsn,
+    })
+}

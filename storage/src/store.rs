@@ -1,0 +1,1061 @@
+//! The store: pools, sharded keys, the apply path every mutation takes, and the reads.
+//!
+//! Every mutation is `apply(shard, stamp, op)` (or `apply_local`, which stamps it with the
+//! shard's local hybrid clock first) under that shard's lock, so a shard's state is a pure
+//! function of the stamped ops it applied, in order. Reads take the shard's read lock.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+
+use crate::config::StoreConfig;
+use crate::error::StorageError;
+use crate::key::{KeyState, Stored, NO_LSN};
+use crate::log::{Log, LogConfig, Record, RecordBody};
+use crate::shard::{Fnv, PoolKeys, RingEvent, Shard};
+use crate::types::*;
+use crate::watch::Watch;
+
+/// The shard that orders pool creation and deletion.
+pub const META_SHARD: ShardId = 0;
+
+/// Called (outside any lock) after a shard changed: an op applied, the frontier moved, or a
+/// group commit made writes durable. An async driver wakes its watchers and waiters from it.
+pub type NotifyHook = Arc<dyn Fn(ShardId) + Send + Sync>;
+
+/// Called once the log position it waits for is durable (or the log failed).
+pub type DurableCallback = Box<dyn FnOnce(Result<(), StorageError>) + Send>;
+
+/// A pool as the store knows it.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    pub config: PoolConfig,
+    /// Incarnation: the meta shard_seq that created it.
+    pub id: u64,
+}
+
+/// Switches that plant bugs on purpose, so tests can show each invariant checker catching one.
+#[derive(Debug, Default)]
+pub(crate) struct Bugs {
+    /// The local clock reuses the last time instead of ticking the logical counter.
+    pub hlc_reuse: AtomicBool,
+    /// A put advances the key's counter by one too many.
+    pub counter_skip: AtomicBool,
+    /// Sensor-indexed entries are not indexed.
+    pub sensor_index_skip: AtomicBool,
+    /// The ring never evicts.
+    pub ring_no_evict: AtomicBool,
+    /// The frontier ignores unsynced writes.
+    pub frontier_ignores_unsynced: AtomicBool,
+}
+
+/// The versioned, time-indexed object store. `Send + Sync`; every method takes `&self`.
+pub struct Store {
+    config: StoreConfig,
+    shards: Vec<RwLock<Shard>>,
+    pools: RwLock<BTreeMap<String, Arc<Pool>>>,
+    generations: Vec<AtomicU64>,
+    hook: Arc<RwLock<Option<NotifyHook>>>,
+    log: Option<Log>,
+    pub(crate) bugs: Bugs,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("config", &self.config)
+            .field("durable", &self.log.is_some())
+            .finish()
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Checks a pool configuration against the limits.
+pub fn validate_pool_config(c: &PoolConfig) -> Result<(), StorageError> {
+    if c.name.is_empty() || c.name.len() > POOL_NAME_BYTES_MAX {
+        return Err(StorageError::Invalid(format!(
+            "pool name must be 1..={POOL_NAME_BYTES_MAX} bytes"
+        )));
+    }
+    if !c
+        .name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(StorageError::Invalid(
+            "pool name may only hold [A-Za-z0-9._-]".into(),
+        ));
+    }
+    if c.value_bytes_max == 0 || c.value_bytes_max > VALUE_BYTES_LIMIT {
+        return Err(StorageError::Invalid(format!(
+            "value_bytes_max must be 1..={VALUE_BYTES_LIMIT}"
+        )));
+    }
+    if c.compact && c.mode != Mode::Versioned {
+        return Err(StorageError::Invalid(
+            "compact needs a versioned pool".into(),
+        ));
+    }
+    if c.retention_ms
+        .is_some_and(|ms| ms.checked_mul(1000).is_none())
+    {
+        return Err(StorageError::Invalid("retention_ms too large".into()));
+    }
+    Ok(())
+}
+
+/// Checks a key against the limits.
+pub fn validate_key(key: &str) -> Result<(), StorageError> {
+    if key.is_empty() || key.len() > KEY_BYTES_MAX {
+        return Err(StorageError::Invalid(format!(
+            "key must be 1..={KEY_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// A store without a log: every pool behaves as volatile.
+    pub fn new(config: StoreConfig) -> Result<Store, StorageError> {
+        Store::build(config, None)
+    }
+
+    /// A store backed by a durable log in `log_config.dir`: recovers what the log holds (a torn
+    /// tail is cut off; a corrupt record mid-segment is an error naming file and offset).
+    pub fn open(config: StoreConfig, log_config: LogConfig) -> Result<Store, StorageError> {
+        let (log, records) = Log::open(log_config)?;
+        let store = Store::build(config, Some(log))?;
+        if let Some(log) = &store.log {
+            // After each group commit, tell the driver every shard may have moved.
+            let hook = store.hook.clone();
+            let n = store.config.shards;
+            log.set_hook(Arc::new(move || {
+                let h = read(&hook).clone();
+                if let Some(h) = h {
+                    for i in 0..n {
+                        h(i);
+                    }
+                }
+            }));
+        }
+        for rec in records {
+            store.recover(rec)?;
+        }
+        for s in &store.shards {
+            let mut s = write(s);
+            s.ops = s.last.shard_seq;
+            s.frontier_us = s.last.time.physical_us;
+        }
+        Ok(store)
+    }
+
+    fn build(config: StoreConfig, log: Option<Log>) -> Result<Store, StorageError> {
+        config.validate()?;
+        let shards = (0..config.shards)
+            .map(|i| RwLock::new(Shard::new(i)))
+            .collect();
+        let generations = (0..config.shards).map(|_| AtomicU64::new(0)).collect();
+        Ok(Store {
+            config,
+            shards,
+            pools: RwLock::new(BTreeMap::new()),
+            generations,
+            hook: Arc::new(RwLock::new(None)),
+            log,
+            bugs: Bugs::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> u32 {
+        self.config.shards
+    }
+
+    /// The shard a key lives in: a stable hash of pool and key (the same on every node).
+    pub fn shard_of(&self, pool: &str, key: &str) -> ShardId {
+        let mut h = Fnv::new();
+        h.bytes(pool.as_bytes());
+        h.bytes(key.as_bytes());
+        (h.finish() % u64::from(self.config.shards)) as ShardId
+    }
+
+    /// The shard that orders `op`: pool ops go to [`META_SHARD`], the rest to their key's shard.
+    pub fn shard_for(&self, op: &Op) -> ShardId {
+        match op {
+            Op::CreatePool(_) | Op::DeletePool { .. } => META_SHARD,
+            Op::Put { pool, key, .. } | Op::Truncate { pool, key, .. } => self.shard_of(pool, key),
+        }
+    }
+
+    /// Checks `op` against the limits and the pool's config before it is ordered (so garbage
+    /// never takes a place in the order). `apply` checks again.
+    pub fn validate_op(&self, op: &Op) -> Result<(), StorageError> {
+        match op {
+            Op::CreatePool(c) => validate_pool_config(c),
+            Op::DeletePool { pool } => self.pool_arc(pool).map(|_| ()),
+            Op::Put {
+                pool,
+                key,
+                value,
+                span,
+                ..
+            } => {
+                let p = self.pool_arc(pool)?;
+                validate_put(&p.config, key, value, *span)
+            }
+            Op::Truncate { pool, key, .. } => {
+                validate_key(key)?;
+                let p = self.pool_arc(pool)?;
+                if p.config.mode != Mode::Versioned {
+                    return Err(StorageError::WrongMode(
+                        "truncate needs a versioned pool".into(),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sets the hook called after a shard changes.
+    pub fn set_notify(&self, hook: NotifyHook) {
+        *write(&self.hook) = Some(hook);
+    }
+
+    /// A counter that grows whenever `shard` changes (an op, the frontier, a sync): a driver
+    /// reads it before polling and waits for it to move, so no wake-up is lost.
+    pub fn generation(&self, shard: ShardId) -> u64 {
+        self.generations
+            .get(shard as usize)
+            .map_or(0, |g| g.load(Ordering::Acquire))
+    }
+
+    fn changed(&self, shard: ShardId) {
+        if let Some(g) = self.generations.get(shard as usize) {
+            g.fetch_add(1, Ordering::AcqRel);
+        }
+        let hook = read(&self.hook).clone();
+        if let Some(h) = hook {
+            h(shard);
+        }
+    }
+
+    pub(crate) fn shard(&self, shard: ShardId) -> Result<&RwLock<Shard>, StorageError> {
+        self.shards
+            .get(shard as usize)
+            .ok_or_else(|| StorageError::Invalid(format!("no shard {shard}")))
+    }
+
+    pub(crate) fn pool_arc(&self, pool: &str) -> Result<Arc<Pool>, StorageError> {
+        read(&self.pools)
+            .get(pool)
+            .cloned()
+            .ok_or_else(|| StorageError::NoSuchPool(pool.to_owned()))
+    }
+
+    // ---------------------------------------------------------------- mutations
+
+    /// Applies an op the ordering seam stamped. The stamp must be after the shard's last one
+    /// (shard_seq and time both strictly greater) and, for a time read to stay final, after the
+    /// frontier the orderer announced. Deterministic: the same stamped sequence gives the same
+    /// shard on every replica. A failed op (conflict, unknown pool, bad input) still takes its
+    /// place in the order and changes nothing else; only an IO error leaves the order untouched.
+    pub fn apply(&self, shard: ShardId, stamp: Stamp, op: Op) -> Result<Applied, StorageError> {
+        let mut s = write(self.shard(shard)?);
+        if stamp.shard_seq <= s.last.shard_seq || stamp.time <= s.last.time {
+            return Err(StorageError::StampOutOfOrder {
+                last: s.last,
+                got: stamp,
+            });
+        }
+        if stamp.shard_seq != s.last.shard_seq + 1 {
+            s.dense = false;
+        }
+        let r = self.apply_locked(&mut s, stamp, op);
+        drop(s);
+        self.after_apply(shard, r)
+    }
+
+    /// Stamps `op` with the shard's local hybrid clock (shard_seq + 1; time = the later of
+    /// `now_us` and just after the last stamp and the frontier) and applies it: the
+    /// single-node ordering seam.
+    pub fn apply_local(
+        &self,
+        shard: ShardId,
+        op: Op,
+        now_us: u64,
+    ) -> Result<Applied, StorageError> {
+        let mut s = write(self.shard(shard)?);
+        let stamp = s.next_local_stamp(now_us, self.bugs.hlc_reuse.load(Ordering::Relaxed));
+        let r = self.apply_locked(&mut s, stamp, op);
+        drop(s);
+        self.after_apply(shard, r)
+    }
+
+    fn after_apply(
+        &self,
+        shard: ShardId,
+        r: Result<(Applied, Option<(String, u64)>), StorageError>,
+    ) -> Result<Applied, StorageError> {
+        let r = r.map(|(applied, sweep)| {
+            if let Some((name, id)) = sweep {
+                for (i, sh) in self.shards.iter().enumerate() {
+                    let mut sh = write(sh);
+                    if sh.pools.get(&name).is_some_and(|pk| pk.pool_id == id) {
+                        sh.pools.remove(&name);
+                    }
+                    drop(sh);
+                    if i as ShardId != shard {
+                        self.changed(i as ShardId);
+                    }
+                }
+            }
+            applied
+        });
+        self.changed(shard);
+        r
+    }
+
+    fn log_append(&self, rec: &Record) -> Result<Option<u64>, StorageError> {
+        match &self.log {
+            None => Ok(None),
+            Some(log) => log.append(rec).map(Some),
+        }
+    }
+
+    fn consume(s: &mut Shard, stamp: Stamp, lsn: Option<u64>) {
+        s.last = stamp;
+        s.ops += 1;
+        if let Some(lsn) = lsn {
+            s.unsynced.push_back((lsn, stamp.time));
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn apply_locked(
+        &self,
+        s: &mut Shard,
+        stamp: Stamp,
+        op: Op,
+    ) -> Result<(Applied, Option<(String, u64)>), StorageError> {
+        // Deterministic failures consume the stamp; IO failures do not.
+        macro_rules! fail {
+            ($e:expr) => {{
+                Self::consume(s, stamp, None);
+                return Err($e);
+            }};
+        }
+        match op {
+            Op::CreatePool(config) => {
+                if let Err(e) = validate_pool_config(&config) {
+                    fail!(e);
+                }
+                let mut pools = write(&self.pools);
+                if let Some(p) = pools.get(&config.name) {
+                    if p.config == config {
+                        Self::consume(s, stamp, None);
+                        return Ok((
+                            Applied {
+                                stamp,
+                                outcome: Outcome::PoolCreated,
+                                lsn: None,
+                            },
+                            None,
+                        ));
+                    }
+                    fail!(StorageError::PoolExists(config.name));
+                }
+                if pools.len() >= self.config.pools_max {
+                    fail!(StorageError::Overloaded(format!(
+                        "at most {} pools",
+                        self.config.pools_max
+                    )));
+                }
+                let rec = Record {
+                    shard: s.id,
+                    stamp,
+                    body: RecordBody::CreatePool(config.clone()),
+                    lsn: 0,
+                };
+                let lsn = self.log_append(&rec)?;
+                Self::consume(s, stamp, lsn);
+                pools.insert(
+                    config.name.clone(),
+                    Arc::new(Pool {
+                        config,
+                        id: stamp.shard_seq,
+                    }),
+                );
+                Ok((
+                    Applied {
+                        stamp,
+                        outcome: Outcome::PoolCreated,
+                        lsn,
+                    },
+                    None,
+                ))
+            }
+            Op::DeletePool { pool } => {
+                let mut pools = write(&self.pools);
+                let Some(p) = pools.get(&pool).cloned() else {
+                    fail!(StorageError::NoSuchPool(pool));
+                };
+                let rec = Record {
+                    shard: s.id,
+                    stamp,
+                    body: RecordBody::DeletePool { pool: pool.clone() },
+                    lsn: 0,
+                };
+                let lsn = self.log_append(&rec)?;
+                Self::consume(s, stamp, lsn);
+                pools.remove(&pool);
+                Ok((
+                    Applied {
+                        stamp,
+                        outcome: Outcome::PoolDeleted,
+                        lsn,
+                    },
+                    Some((pool, p.id)),
+                ))
+            }
+            Op::Put {
+                pool,
+                key,
+                value,
+                sensor_time_us,
+                span,
+                compaction_key,
+                expect,
+                tombstone,
+            } => {
+                let p = match self.pool_arc(&pool) {
+                    Ok(p) => p,
+                    Err(e) => fail!(e),
+                };
+                let value = if tombstone { Bytes::new() } else { value };
+                if let Err(e) = validate_put(&p.config, &key, &value, span) {
+                    fail!(e);
+                }
+                let (next, newest) = match s.pools.get(&pool).filter(|pk| pk.pool_id == p.id) {
+                    Some(pk) => pk
+                        .keys
+                        .get(&key)
+                        .map_or((0, None), |ks| (ks.next, ks.newest)),
+                    None => (0, None),
+                };
+                let ok = match expect {
+                    Expect::Any => true,
+                    Expect::Absent => newest.is_none_or(|(_, tomb)| tomb),
+                    Expect::Version(v) => newest.is_some_and(|(kv, _)| kv == v),
+                };
+                if !ok {
+                    fail!(StorageError::Conflict {
+                        current: newest.map(|(kv, _)| kv)
+                    });
+                }
+                let late = sensor_time_us.is_some_and(|st| {
+                    st.saturating_add(p.config.lateness_us) < stamp.time.physical_us
+                });
+                let version = Version {
+                    key_version: next,
+                    span,
+                    shard_seq: stamp.shard_seq,
+                    time: stamp.time,
+                    sensor_time_us,
+                    late,
+                };
+                let logged = p.config.durable && p.config.mode != Mode::Stateless;
+                let stored = Stored {
+                    version,
+                    value,
+                    tombstone,
+                    compaction_key: if p.config.compact {
+                        compaction_key
+                    } else {
+                        None
+                    },
+                    lsn: NO_LSN,
+                    dead: false,
+                };
+                let lsn = if logged {
+                    self.log_append(&Record {
+                        shard: s.id,
+                        stamp,
+                        body: RecordBody::Put {
+                            pool: pool.clone(),
+                            key: key.clone(),
+                            version,
+                            value: stored.value.clone(),
+                            tombstone,
+                            compaction_key: stored.compaction_key.clone(),
+                        },
+                        lsn: 0,
+                    })?
+                } else {
+                    None
+                };
+                Self::consume(s, stamp, lsn);
+                let stored = Stored {
+                    lsn: lsn.unwrap_or(NO_LSN),
+                    ..stored
+                };
+                self.install(s, &p, &key, stored);
+                Ok((
+                    Applied {
+                        stamp,
+                        outcome: Outcome::Put(version),
+                        lsn,
+                    },
+                    None,
+                ))
+            }
+            Op::Truncate { pool, key, before } => {
+                let p = match self.pool_arc(&pool) {
+                    Ok(p) => p,
+                    Err(e) => fail!(e),
+                };
+                if p.config.mode != Mode::Versioned {
+                    fail!(StorageError::WrongMode(
+                        "truncate needs a versioned pool".into()
+                    ));
+                }
+                let exists = s
+                    .pools
+                    .get(&pool)
+                    .filter(|pk| pk.pool_id == p.id)
+                    .is_some_and(|pk| pk.keys.contains_key(&key));
+                if !exists {
+                    fail!(StorageError::NotFound);
+                }
+                let lsn = if p.config.durable {
+                    self.log_append(&Record {
+                        shard: s.id,
+                        stamp,
+                        body: RecordBody::Truncate {
+                            pool: pool.clone(),
+                            key: key.clone(),
+                            before,
+                        },
+                        lsn: 0,
+                    })?
+                } else {
+                    None
+                };
+                Self::consume(s, stamp, lsn);
+                let bounds = Self::truncate_key(s, &p, &key, before);
+                Ok((
+                    Applied {
+                        stamp,
+                        outcome: Outcome::Truncated(bounds),
+                        lsn,
+                    },
+                    None,
+                ))
+            }
+        }
+    }
+
+    fn pool_keys<'a>(s: &'a mut Shard, pool: &Pool) -> &'a mut PoolKeys {
+        let pk = s
+            .pools
+            .entry(pool.config.name.clone())
+            .or_insert_with(|| PoolKeys {
+                pool_id: pool.id,
+                compact: pool.config.compact,
+                keys: BTreeMap::new(),
+            });
+        if pk.pool_id != pool.id {
+            *pk = PoolKeys {
+                pool_id: pool.id,
+                compact: pool.config.compact,
+                keys: BTreeMap::new(),
+            };
+        }
+        pk
+    }
+
+    fn truncate_key(s: &mut Shard, pool: &Pool, key: &str, before: u64) -> KeyBounds {
+        let pk = Self::pool_keys(s, pool);
+        match pk.keys.get_mut(key) {
+            Some(ks) => {
+                ks.truncate(before);
+                KeyBounds {
+                    start: ks.start,
+                    next: ks.next,
+                }
+            }
+            None => KeyBounds::default(),
+        }
+    }
+
+    /// Stores (or, stateless, counts) an entry whose version is already decided, and tells
+    /// watchers.
+    fn install(&self, s: &mut Shard, pool: &Pool, key: &str, mut stored: Stored) {
+        let c = &pool.config;
+        if self.bugs.counter_skip.load(Ordering::Relaxed) {
+            stored.version.key_version += 1;
+        }
+        if stored.version.late {
+            s.late += 1;
+        }
+        let event = RingEvent {
+            pool_id: pool.id,
+            entry: stored.to_entry(key),
+        };
+        let sensor_skip = self.bugs.sensor_index_skip.load(Ordering::Relaxed);
+        let pk = Self::pool_keys(s, pool);
+        let ks = pk.keys.entry(key.to_owned()).or_default();
+        match c.mode {
+            Mode::Stateless => ks.count_only(&stored.version, stored.tombstone),
+            Mode::Latest => ks.replace(stored),
+            Mode::Versioned => {
+                let now = stored.version.time.physical_us;
+                let had_sensor = ks.sensor.is_some();
+                ks.push(stored, c.compact);
+                if sensor_skip && had_sensor {
+                    if let (Some(idx), Some(e)) = (&mut ks.sensor, ks.entries.back()) {
+                        idx.remove(&(e.sensor_key(), e.version.key_version));
+                    }
+                }
+                let floor = c
+                    .retention_ms
+                    .map(|ms| now.saturating_sub(ms.saturating_mul(1000)));
+                if c.retention_bytes.is_some() || floor.is_some() {
+                    ks.retain(c.retention_bytes, floor);
+                }
+            }
+        }
+        let (events_max, bytes_max) = if self.bugs.ring_no_evict.load(Ordering::Relaxed) {
+            (usize::MAX, usize::MAX)
+        } else {
+            (
+                self.config.watch_ring_events_max,
+                self.config.watch_ring_bytes_max,
+            )
+        };
+        s.ring_push(event, events_max, bytes_max);
+    }
+
+    /// Replays one recovered log record.
+    fn recover(&self, rec: Record) -> Result<(), StorageError> {
+        let sid = rec.shard;
+        let mut s = write(self.shard(sid)?);
+        if rec.stamp > s.last {
+            s.last = rec.stamp;
+        }
+        match rec.body {
+            RecordBody::CreatePool(config) => {
+                let mut pools = write(&self.pools);
+                pools.insert(
+                    config.name.clone(),
+                    Arc::new(Pool {
+                        config,
+                        id: rec.stamp.shard_seq,
+                    }),
+                );
+            }
+            RecordBody::DeletePool { pool } => {
+                let removed = write(&self.pools).remove(&pool);
+                drop(s);
+                if let Some(p) = removed {
+                    for sh in &self.shards {
+                        let mut sh = write(sh);
+                        if sh.pools.get(&pool).is_some_and(|pk| pk.pool_id == p.id) {
+                            sh.pools.remove(&pool);
+                        }
+                    }
+                }
+            }
+            RecordBody::Put {
+                pool,
+                key,
+                version,
+                value,
+                tombstone,
+                compaction_key,
+            } => {
+                let Ok(p) = self.pool_arc(&pool) else {
+                    return Ok(());
+                };
+                let stored = Stored {
+                    version,
+                    value,
+                    tombstone,
+                    compaction_key,
+                    lsn: rec.lsn,
+                    dead: false,
+                };
+                self.install(&mut s, &p, &key, stored);
+            }
+            RecordBody::Truncate { pool, key, before } => {
+                if let Ok(p) = self.pool_arc(&pool) {
+                    Self::truncate_key(&mut s, &p, &key, before);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- durability & frontier
+
+    /// Calls `cb` once log position `lsn` is durable (at once if it already is, or if there is
+    /// no log). With `SyncPolicy::None` that is once it is written.
+    pub fn on_durable(&self, lsn: u64, cb: DurableCallback) {
+        match &self.log {
+            None => cb(Ok(())),
+            Some(log) => log.on_durable(lsn, cb),
+        }
+    }
+
+    /// Blocks until `lsn` is durable (for threads; the async broker uses `on_durable`).
+    pub fn wait_durable(&self, lsn: u64) -> Result<(), StorageError> {
+        match &self.log {
+            None => Ok(()),
+            Some(log) => log.wait_durable(lsn),
+        }
+    }
+
+    /// The log, if the store has one.
+    pub fn log(&self) -> Option<&Log> {
+        self.log.as_ref()
+    }
+
+    /// Moves every shard's stable frontier to just below `now_us`, but never past a durable op
+    /// that is not synced yet. After this, local stamps are all > the frontier, so a time read at
+    /// T ≤ frontier is final. The single-node driver calls it periodically and before time reads.
+    pub fn advance_frontier(&self, now_us: u64) {
+        let synced = self.log.as_ref().map_or(u64::MAX, |l| l.synced_lsn());
+        let ignore = self.bugs.frontier_ignores_unsynced.load(Ordering::Relaxed);
+        for (i, sh) in self.shards.iter().enumerate() {
+            let mut s = write(sh);
+            while s.unsynced.front().is_some_and(|&(lsn, _)| lsn <= synced) {
+                s.unsynced.pop_front();
+            }
+            let mut f = now_us.saturating_sub(1);
+            if !ignore {
+                if let Some(&(_, t)) = s.unsynced.front() {
+                    f = f.min(t.physical_us.saturating_sub(1));
+                }
+            }
+            let moved = f > s.frontier_us;
+            if moved {
+                s.frontier_us = f;
+            }
+            drop(s);
+            if moved {
+                self.changed(i as ShardId);
+            }
+        }
+    }
+
+    /// A shard's stable frontier (µs): everything with platform time ≤ it is applied and synced.
+    pub fn frontier_us(&self, shard: ShardId) -> u64 {
+        self.shard(shard).map_or(0, |s| read(s).frontier_us)
+    }
+
+    /// A shard's last applied stamp.
+    pub fn last_stamp(&self, shard: ShardId) -> Stamp {
+        self.shard(shard).map_or(Stamp::default(), |s| read(s).last)
+    }
+
+    /// Updates that arrived with an already-final sensor time, summed over shards.
+    pub fn late_updates(&self) -> u64 {
+        self.shards.iter().map(|s| read(s).late).sum()
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    /// The configuration of one pool.
+    pub fn pool(&self, pool: &str) -> Option<PoolConfig> {
+        self.pool_arc(pool).ok().map(|p| p.config.clone())
+    }
+
+    /// Every pool, sorted by name.
+    pub fn pools(&self) -> Vec<PoolConfig> {
+        read(&self.pools)
+            .values()
+            .map(|p| p.config.clone())
+            .collect()
+    }
+
+    /// Keys of `pool` starting with `prefix` whose newest version is not a delete, sorted.
+    pub fn keys(&self, pool: &str, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let p = self.pool_arc(pool)?;
+        let mut out = Vec::new();
+        for sh in &self.shards {
+            let s = read(sh);
+            if let Some(pk) = s.pools.get(pool).filter(|pk| pk.pool_id == p.id) {
+                out.extend(
+                    pk.keys
+                        .range(prefix.to_owned()..)
+                        .take_while(|(k, _)| k.starts_with(prefix))
+                        .filter(|(_, ks)| ks.newest.is_some_and(|(_, tomb)| !tomb))
+                        .map(|(k, _)| k.clone()),
+                );
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Runs `f` on the key's state under the shard's read lock.
+    fn with_key<R>(
+        &self,
+        pool: &str,
+        key: &str,
+        f: impl FnOnce(&Pool, &Shard, Option<&KeyState>) -> Result<R, StorageError>,
+    ) -> Result<R, StorageError> {
+        let p = self.pool_arc(pool)?;
+        let s = read(self.shard(self.shard_of(pool, key))?);
+        let ks = s
+            .pools
+            .get(pool)
+            .filter(|pk| pk.pool_id == p.id)
+            .and_then(|pk| pk.keys.get(key));
+        f(&p, &s, ks)
+    }
+
+    fn need_mode(p: &Pool, ok: &[Mode], what: &str) -> Result<(), StorageError> {
+        if ok.contains(&p.config.mode) {
+            Ok(())
+        } else {
+            Err(StorageError::WrongMode(format!(
+                "{what} is not available on a {:?} pool",
+                p.config.mode
+            )))
+        }
+    }
+
+    /// The newest entry of a key; a delete counts as no value (`NotFound`).
+    pub fn get(&self, pool: &str, key: &str) -> Result<Entry, StorageError> {
+        self.with_key(pool, key, |p, _, ks| {
+            Self::need_mode(p, &[Mode::Latest, Mode::Versioned], "get")?;
+            let e = ks
+                .and_then(|ks| ks.newest_kept())
+                .ok_or(StorageError::NotFound)?;
+            if e.tombstone {
+                return Err(StorageError::NotFound);
+            }
+            Ok(e.to_entry(key))
+        })
+    }
+
+    /// The entry whose dense range covers `key_version` (versioned pools). A tombstone is
+    /// returned as such (`tombstone: true`).
+    pub fn get_version(
+        &self,
+        pool: &str,
+        key: &str,
+        key_version: u64,
+    ) -> Result<Entry, StorageError> {
+        self.with_key(pool, key, |p, _, ks| {
+            Self::need_mode(p, &[Mode::Versioned], "a version read")?;
+            ks.and_then(|ks| ks.covering(key_version))
+                .map(|e| e.to_entry(key))
+                .ok_or(StorageError::NotFound)
+        })
+    }
+
+    /// Entries from the one covering `from` (or the first kept) on, in order, until
+    /// `bytes_max` value bytes (at least one entry when any exists) or `entries_max` entries.
+    pub fn read_from(
+        &self,
+        pool: &str,
+        key: &str,
+        from: u64,
+        bytes_max: usize,
+        entries_max: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.with_key(pool, key, |p, _, ks| {
+            Self::need_mode(p, &[Mode::Versioned], "a version read")?;
+            let mut out = Vec::new();
+            let Some(ks) = ks else { return Ok(out) };
+            let mut bytes = 0usize;
+            for e in ks.iter_from(from) {
+                if out.len() >= entries_max
+                    || (!out.is_empty() && bytes + e.value.len() > bytes_max)
+                {
+                    break;
+                }
+                bytes += e.value.len();
+                out.push(e.to_entry(key));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The kept range of a key's dense counters (`{0, 0}` for a key never written).
+    pub fn bounds(&self, pool: &str, key: &str) -> Result<KeyBounds, StorageError> {
+        self.with_key(pool, key, |_, _, ks| {
+            Ok(ks.map_or(KeyBounds::default(), |ks| KeyBounds {
+                start: ks.start,
+                next: ks.next,
+            }))
+        })
+    }
+
+    /// The first kept key_version whose time is ≥ `t_us` (Kafka ListOffsets by time).
+    pub fn version_at_or_after(
+        &self,
+        pool: &str,
+        key: &str,
+        t_us: u64,
+        clock: Clock,
+    ) -> Result<Option<u64>, StorageError> {
+        self.with_key(pool, key, |p, _, ks| {
+            Self::need_mode(p, &[Mode::Versioned], "a time lookup")?;
+            Ok(ks.and_then(|ks| match clock {
+                Clock::Platform => ks.first_platform_at_or_after(t_us),
+                Clock::Sensor => ks.first_sensor_at_or_after(t_us),
+            }))
+        })
+    }
+
+    /// The frontier a time read at `at_us` needs, for this pool and clock.
+    fn needed_frontier(p: &Pool, at_us: u64, clock: Clock) -> Option<u64> {
+        match clock {
+            Clock::Platform => Some(at_us),
+            Clock::Sensor => at_us.checked_add(p.config.lateness_us),
+        }
+    }
+
+    /// The newest entry with time ≤ `at_us` (`None`: no value then, or a delete), once the
+    /// answer is final: platform reads need `at_us` ≤ the shard's frontier, sensor reads need
+    /// `at_us + lateness` ≤ it; otherwise `NotYetStable` (call `advance_frontier`, wait, retry).
+    /// Sensor reads ignore late updates, so an answer never changes.
+    pub fn get_at(
+        &self,
+        pool: &str,
+        key: &str,
+        at_us: u64,
+        clock: Clock,
+    ) -> Result<Option<Entry>, StorageError> {
+        self.with_key(pool, key, |p, s, ks| {
+            Self::need_mode(p, &[Mode::Versioned], "a time read")?;
+            let need = Self::needed_frontier(p, at_us, clock);
+            if need.is_none_or(|n| n > s.frontier_us) {
+                return Err(StorageError::NotYetStable {
+                    at_us,
+                    frontier_us: s.frontier_us,
+                });
+            }
+            let Some(ks) = ks else { return Ok(None) };
+            let e = match clock {
+                Clock::Platform => ks.at_platform(at_us),
+                Clock::Sensor => ks.at_sensor(at_us),
+            };
+            Ok(e.filter(|e| !e.tombstone).map(|e| e.to_entry(key)))
+        })
+    }
+
+    /// One consistent cut at `at_us` over many `(pool, key)`s, in the asked order: every answer
+    /// is final (each shard's frontier has passed T), so together they are exactly the updates
+    /// with time ≤ T. `NotYetStable` if any shard is not there yet.
+    pub fn snapshot(
+        &self,
+        keys: &[(String, String)],
+        at_us: u64,
+        clock: Clock,
+    ) -> Result<Vec<Option<Entry>>, StorageError> {
+        keys.iter()
+            .map(|(p, k)| self.get_at(p, k, at_us, clock))
+            .collect()
+    }
+
+    /// Follows a key or a prefix: replays kept history from `from`, then live updates, with no
+    /// gap and no duplicate at the switch. Poll it with [`Watch::poll`].
+    pub fn watch(
+        &self,
+        pool: &str,
+        selector: Selector,
+        from: WatchFrom,
+    ) -> Result<Watch, StorageError> {
+        if let Selector::Key(k) = &selector {
+            validate_key(k)?;
+        }
+        let p = self.pool_arc(pool)?;
+        Watch::new(self, &p, selector, from)
+    }
+
+    // ---------------------------------------------------------------- checking
+
+    /// A digest of one shard's state: equal on replicas that applied the same stamped ops, and
+    /// equal before a crash and after recovery for durable pools.
+    pub fn digest(&self, shard: ShardId) -> Result<u64, StorageError> {
+        Ok(read(self.shard(shard)?).digest())
+    }
+
+    /// Checks every invariant (per shard: stamps strictly increasing and, for the local clock,
+    /// dense; HLC strictly increasing with shard_seq over kept entries; dense counters
+    /// contiguous except compaction gaps; sensor and compaction indexes match the entries; the
+    /// watch ring within its limits; the frontier below every unsynced write; pool incarnations
+    /// known). `Err` says which rule broke where.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let pools = read(&self.pools).clone();
+        for sh in &self.shards {
+            let s = read(sh);
+            s.check(
+                self.config.watch_ring_events_max,
+                self.config.watch_ring_bytes_max,
+            )?;
+            for (name, pk) in &s.pools {
+                if let Some(p) = pools.get(name) {
+                    if pk.pool_id > p.id {
+                        return Err(format!(
+                            "shard {}: pool {name} incarnation {} newer than registry {}",
+                            s.id, pk.pool_id, p.id
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(log) = &self.log {
+            log.check_invariants()?;
+        }
+        Ok(())
+    }
+
+    #[allow(dead_code)] // used by log retention and its tests (next step)
+    /// Smallest log position still holding a kept entry ([`u64::MAX`] if none); segments wholly
+    /// below it hold nothing the store still needs, apart from pool configs and truncation
+    /// marks, which `compact_log` carries forward.
+    pub(crate) fn min_live_lsn(&self) -> u64 {
+        let mut m = NO_LSN;
+        for sh in &self.shards {
+            let s = read(sh);
+            for pk in s.pools.values() {
+                for ks in pk.keys.values() {
+                    m = m.min(ks.min_lsn());
+                }
+            }
+        }
+        m
+    }
+}
+
+fn validate_put(c: &PoolConfig, key: &str, value: &Bytes, span: u32) -> Result<(), StorageError> {
+    validate_key(key)?;
+    if value.len() > c.value_bytes_max as usize {
+        return Err(StorageError::Invalid(format!(
+            "value of {} bytes exceeds the pool's limit of {}",
+            value.len(),
+            c.value_bytes_max
+        )));
+    }
+    if span == 0 {
+        return Err(StorageError::Invalid("span must be ≥ 1".into()));
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Watches: replay kept history, then follow live updates from the shard's recent-event ring,
+//! with no gap and no duplicate at the switch.
+//!
+//! A watch holds, per shard it follows, a cursor: the last shard_seq it has passed. At creation
+//! it notes the shard's last shard_seq `S` under the shard lock; history up to `S` comes from
+//! the store, everything after `S` from the ring (which every apply feeds under the same lock),
+//! so the switch can neither miss nor repeat an update. A watcher that falls behind the ring
+//! catches up from the store again (versioned and latest pools: a latest pool only has the
+//! newest value per key to give) or, in a stateless pool where nothing is kept, gets a
+//! [`WatchEvent::Lagged`] notice and continues with the oldest event still in the ring. Memory
+//! is bounded by the ring's limits whatever the watchers do.
+
+use std::sync::RwLockReadGuard;
+
+use crate::error::StorageError;
+use crate::key::Stored;
+use crate::shard::Shard;
+use crate::store::{Pool, Store};
+use crate::types::*;
+
+/// What one poll of a watch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchPoll {
+    /// Events, in each shard's order (shards interleave).
+    Events(Vec<WatchEvent>),
+    /// Nothing new now: wait for one of [`Watch::shards`] to change (see
+    /// `Store::generation` / `Store::set_notify`), then poll again.
+    Idle,
+    /// The pool was deleted: the watch is over.
+    Ended,
+}
+
+#[derive(Debug, Clone)]
+struct Cursor {
+    shard: ShardId,
+    /// Last shard_seq passed.
+    after: u64,
+    /// History up to this shard_seq still comes from the store.
+    replay_upto: u64,
+}
+
+/// A watch on a key or a prefix of one pool.
+#[derive(Debug)]
+pub struct Watch {
+    pool: String,
+    pool_id: u64,
+    mode: Mode,
+    selector: Selector,
+    from: WatchFrom,
+    cursors: Vec<Cursor>,
+    next_cursor: usize,
+    ended: bool,
+}
+
+fn lock(s: &std::sync::RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    s.read().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Watch {
+    pub(crate) fn new(
+        store: &Store,
+        pool: &Pool,
+        selector: Selector,
+        from: WatchFrom,
+    ) -> Result<Watch, StorageError> {
+        let shards: Vec<ShardId> = match &selector {
+            Selector::Key(k) => vec![store.shard_of(&pool.config.name, k)],
+            Selector::Prefix(_) => (0..store.shard_count()).collect(),
+        };
+        let mode = pool.config.mode;
+        let mut cursors = Vec::with_capacity(shards.len());
+        for sid in shards {
+            let s = lock(store.shard(sid)?);
+            let last = s.last.shard_seq;
+            let replay = match (mode, from) {
+                (Mode::Stateless, _) => false,
+                (Mode::Latest, _) => true,
+                (Mode::Versioned, WatchFrom::Now) => false,
+                (Mode::Versioned, _) => true,
+            };
+            cursors.push(if replay {
+                Cursor {
+                    shard: sid,
+                    after: 0,
+                    replay_upto: last,
+                }
+            } else {
+                Cursor {
+                    shard: sid,
+                    after: last,
+                    replay_upto: 0,
+                }
+            });
+        }
+        Ok(Watch {
+            pool: pool.config.name.clone(),
+            pool_id: pool.id,
+            mode,
+            selector,
+            from: if mode == Mode::Stateless {
+                WatchFrom::Now
+            } else {
+                from
+            },
+            cursors,
+            next_cursor: 0,
+            ended: false,
+        })
+    }
+
+    /// The shards this watch follows (wait on their generations when a poll is `Idle`).
+    pub fn shards(&self) -> Vec<ShardId> {
+        self.cursors.iter().map(|c| c.shard).collect()
+    }
+
+    /// The pool watched.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    fn selects(&self, key: &str) -> bool {
+        match &self.selector {
+            Selector::Key(k) => k == key,
+            Selector::Prefix(p) => key.starts_with(p.as_str()),
+        }
+    }
+
+    fn passes_from(&self, v: &Version, sensor_key: u64) -> bool {
+        match self.from {
+            WatchFrom::Now => true,
+            WatchFrom::Version(kv) => v.next_key_version() > kv,
+            WatchFrom::Time(t, Clock::Platform) => v.time.physical_us >= t,
+            WatchFrom::Time(t, Clock::Sensor) => sensor_key >= t,
+        }
+    }
+
+    /// The next events (at most `StoreConfig::watch_poll_events_max`), without blocking.
+    pub fn poll(&mut self, store: &Store) -> WatchPoll {
+        if self.ended {
+            return WatchPoll::Ended;
+        }
+        if store.pool_arc(&self.pool).map(|p| p.id) != Ok(self.pool_id) {
+            self.ended = true;
+            return WatchPoll::Ended;
+        }
+        let max = store.config().watch_poll_events_max;
+        let n = self.cursors.len();
+        let mut out = Vec::new();
+        for i in 0..n {
+            if out.len() >= max {
+                break;
+            }
+            let ci = (self.next_cursor + i) % n;
+            self.poll_shard(store, ci, max - out.len(), &mut out);
+        }
+        self.next_cursor = (self.next_cursor + 1) % n.max(1);
+        if out.is_empty() {
+            WatchPoll::Idle
+        } else {
+            WatchPoll::Events(out)
+        }
+    }
+
+    fn poll_shard(&mut self, store: &Store, ci: usize, max: usize, out: &mut Vec<WatchEvent>) {
+        let Ok(lk) = store.shard(self.cursors[ci].shard) else {
+            return;
+        };
+        let s = lock(lk);
+        let mut c = self.cursors[ci].clone();
+        if c.after >= c.replay_upto && c.after < s.ring_evicted_seq {
+            // Fell behind the ring.
+            if self.mode == Mode::Stateless {
+                out.push(WatchEvent::Lagged(s.ring_evicted_seq - c.after));
+                c.after = s.ring_evicted_seq;
+            } else {
+                c.replay_upto = s.last.shard_seq;
+            }
+        }
+        if c.after < c.replay_upto {
+            self.replay(&s, &mut c, max, out);
+        } else {
+            let start = s
+                .ring
+                .partition_point(|ev| ev.entry.version.shard_seq <= c.after);
+            let mut taken = 0;
+            let mut last_seen = c.after;
+            for ev in s.ring.range(start..) {
+                if taken >= max {
+                    break;
+                }
+                last_seen = ev.entry.version.shard_seq;
+                let e = &ev.entry;
+                let sensor_key = e
+                    .version
+                    .sensor_time_us
+                    .unwrap_or(e.version.time.physical_us);
+                if ev.pool_id == self.pool_id
+                    && self.selects(&e.key)
+                    && self.passes_from(&e.version, sensor_key)
+                {
+                    out.push(WatchEvent::Update(e.clone()));
+                    taken += 1;
+                }
+            }
+            c.after = if taken < max {
+                last_seen.max(s.last.shard_seq)
+            } else {
+                last_seen
+            };
+        }
+        self.cursors[ci] = c;
+    }
+
+    /// Kept entries with shard_seq in `(after, replay_upto]`, ascending, at most `max`.
+    fn replay(&self, s: &Shard, c: &mut Cursor, max: usize, out: &mut Vec<WatchEvent>) {
+        let Some(pk) = s
+            .pools
+            .get(&self.pool)
+            .filter(|pk| pk.pool_id == self.pool_id)
+        else {
+            c.after = c.replay_upto;
+            return;
+        };
+        let keys: Box<dyn Iterator<Item = (&String, &crate::key::KeyState)>> = match &self.selector
+        {
+            Selector::Key(k) => Box::new(pk.keys.get_key_value(k).into_iter()),
+            Selector::Prefix(p) => Box::new(
+                pk.keys
+                    .range(p.clone()..)
+                    .take_while(move |(k, _)| k.starts_with(p.as_str())),
+            ),
+        };
+        let mut found: Vec<(u64, &String, &Stored)> = Vec::new();
+        for (k, ks) in keys {
+            let first = ks
+                .entries
+                .partition_point(|e| e.version.shard_seq <= c.after);
+            let mut n = 0;
+            for e in ks.entries.range(first..) {
+                if n >= max || e.version.shard_seq > c.replay_upto {
+                    break;
+                }
+                if e.dead || !self.passes_from(&e.version, e.sensor_key()) {
+                    continue;
+                }
+                found.push((e.version.shard_seq, k, e));
+                n += 1;
+            }
+        }
+        found.sort_unstable_by_key(|f| f.0);
+        if found.len() >= max {
+            found.truncate(max);
+            c.after = found.last().map_or(c.replay_upto, |f| f.0);
+        } else {
+            c.after = c.replay_upto;
+        }
+        out.extend(
+            found
+                .into_iter()
+                .map(|(_, k, e)| WatchEvent::Update(e.to_entry(k))),
+        );
+    }
+}
