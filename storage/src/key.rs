@@ -312,7 +312,7 @@ impl KeyState {
                 }
                 if v.shard_seq <= p.version.shard_seq || v.time <= p.version.time {
                     return Err(format!(
-                        "entry {} not after previous in shard order",
+                        "entry {}: HLC not strictly increasing in key order",
                         v.key_version
                     ));
                 }

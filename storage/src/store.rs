@@ -41,6 +41,8 @@ pub(crate) struct Pool {
 pub(crate) struct Bugs {
     /// The local clock reuses the last time instead of ticking the logical counter.
     pub hlc_reuse: AtomicBool,
+    /// The local clock skips a shard_seq.
+    pub seq_skip: AtomicBool,
     /// A put advances the key's counter by one too many.
     pub counter_skip: AtomicBool,
     /// Sensor-indexed entries are not indexed.
@@ -298,7 +300,10 @@ impl Store {
         now_us: u64,
     ) -> Result<Applied, StorageError> {
         let mut s = write(self.shard(shard)?);
-        let stamp = s.next_local_stamp(now_us, self.bugs.hlc_reuse.load(Ordering::Relaxed));
+        let mut stamp = s.next_local_stamp(now_us, self.bugs.hlc_reuse.load(Ordering::Relaxed));
+        if self.bugs.seq_skip.load(Ordering::Relaxed) {
+            stamp.shard_seq += 1;
+        }
         let r = self.apply_locked(&mut s, stamp, op);
         drop(s);
         self.after_apply(shard, r)
@@ -758,6 +763,30 @@ impl Store {
                 self.changed(i as ShardId);
             }
         }
+    }
+
+    /// Moves a shard's frontier to `frontier_us` (never backwards, never past an unsynced local
+    /// write): for an external orderer that knows its group's stability frontier. The orderer
+    /// must then only hand over stamps with time > the frontier.
+    pub fn set_frontier(&self, shard: ShardId, frontier_us: u64) -> Result<(), StorageError> {
+        let synced = self.log.as_ref().map_or(u64::MAX, |l| l.synced_lsn());
+        let mut s = write(self.shard(shard)?);
+        while s.unsynced.front().is_some_and(|&(lsn, _)| lsn <= synced) {
+            s.unsynced.pop_front();
+        }
+        let mut f = frontier_us;
+        if let Some(&(_, t)) = s.unsynced.front() {
+            f = f.min(t.physical_us.saturating_sub(1));
+        }
+        let moved = f > s.frontier_us;
+        if moved {
+            s.frontier_us = f;
+        }
+        drop(s);
+        if moved {
+            self.changed(shard);
+        }
+        Ok(())
     }
 
     /// A shard's stable frontier (µs): everything with platform time ≤ it is applied and synced.

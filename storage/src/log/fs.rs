@@ -234,6 +234,36 @@ impl SimFs {
         }
     }
 
+    /// A new disk holding what this one would after power loss right now: every file's synced
+    /// bytes plus the first `keep_unsynced` bytes written after them (a torn write). This disk
+    /// keeps running; the image shares nothing with it.
+    pub fn crash_image(&self, keep_unsynced: usize) -> SimFs {
+        let img = SimFs::new();
+        let files = lock(&self.files);
+        let mut out = lock(&img.files);
+        for (p, f) in files.iter() {
+            let d = lock(&f.data);
+            let synced = d.durable.len();
+            let mut bytes = d.durable.clone();
+            if d.current.len() > synced && d.current[..synced] == d.durable[..] {
+                let keep = (synced + keep_unsynced).min(d.current.len());
+                bytes.extend_from_slice(&d.current[synced..keep]);
+            }
+            out.insert(
+                p.clone(),
+                Arc::new(SimFile {
+                    data: Mutex::new(SimData {
+                        durable: bytes.clone(),
+                        current: bytes,
+                    }),
+                    disk: img.disk.clone(),
+                }),
+            );
+        }
+        drop(out);
+        img
+    }
+
     /// Lets only `bytes` more be written (then writes fail with "no space").
     pub fn set_space_left(&self, bytes: Option<u64>) {
         lock(&self.disk.ctl).space_left = bytes;
