@@ -5,6 +5,9 @@
 
 pub mod node;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
 pub use node::{KeyBounds, Node, NodeError, PutRequest, WatchEvent, WatchStream};
 
 #[cfg(feature = "http")]

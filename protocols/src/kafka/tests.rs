@@ -1,0 +1,1354 @@
+//! Unit tests of the Kafka face through its real dispatcher ([`KafkaBroker::handle`]) over an
+//! in-memory node: requests are encoded with the `kafka-protocol` client encoders at the version
+//! under test and the response bytes are decoded at that version, so every served version's
+//! encoding is exercised. Golden bytes pin the answers old clients depend on (ApiVersions
+//! without tagged fields, the v0 fallback, Produce v0–v2 UNSUPPORTED_VERSION).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use super::broker::code;
+use super::groups::{Coordinator, GroupState, JoinRequest, Pending};
+use super::mem_node::MemNode;
+use super::versions::SERVED;
+use super::{KafkaBroker, KafkaConfig};
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+async fn broker() -> Arc<KafkaBroker<MemNode>> {
+    Arc::new(
+        KafkaBroker::new(Arc::new(MemNode::default()), KafkaConfig::default())
+            .await
+            .expect("broker"),
+    )
+}
+
+fn frame<R: Encodable + HeaderVersion>(key: ApiKey, version: i16, req: &R) -> Bytes {
+    let mut b = BytesMut::new();
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(7)
+        .with_client_id(Some(sb("test")));
+    header
+        .encode(&mut b, R::header_version(version))
+        .expect("header");
+    req.encode(&mut b, version)
+        .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
+    b.freeze()
+}
+
+async fn call<R: Request>(b: &KafkaBroker<MemNode>, version: i16, req: R) -> R::Response {
+    let key = ApiKey::try_from(R::KEY).expect("key");
+    let out = b
+        .handle(frame(key, version, &req), "/127.0.0.1")
+        .await
+        .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"))
+        .expect("a response");
+    let mut bytes = out.freeze();
+    let len = bytes.get_i32() as usize;
+    assert_eq!(len, bytes.len(), "length prefix");
+    let _h = ResponseHeader::decode(&mut bytes, key.response_header_version(version))
+        .expect("resp header");
+    assert_eq!(_h.correlation_id, 7);
+    let r = R::Response::decode(&mut bytes, version).expect("response decodes");
+    assert_eq!(bytes.remaining(), 0, "{key:?} v{version}: trailing bytes");
+    r
+}
+
+fn records(
+    values: &[(&str, &str)],
+    ts0: i64,
+    pid: i64,
+    epoch: i16,
+    seq: i32,
+    c: Compression,
+) -> Bytes {
+    let recs: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // offset − sequence must be constant or the reference encoder splits the batch.
+            sequence: if seq < 0 {
+                i as i32 - 1
+            } else {
+                seq + i as i32
+            },
+            timestamp: ts0 + i as i64,
+            key: (!k.is_empty()).then(|| Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: c,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+fn produce_req(topic: &str, partition: i32, recs: Bytes, acks: i16) -> ProduceRequest {
+    use produce_request::{PartitionProduceData, TopicProduceData};
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(sb(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(recs))])])
+}
+
+async fn produce(b: &KafkaBroker<MemNode>, topic: &str, p: i32, recs: Bytes) -> (i16, i64) {
+    let r = call(b, 9, produce_req(topic, p, recs, -1)).await;
+    let pr = &r.responses[0].partition_responses[0];
+    (pr.error_code, pr.base_offset)
+}
+
+fn fetch_req(topic: &str, p: i32, offset: i64, wait_ms: i32, part_max: i32) -> FetchRequest {
+    use fetch_request::{FetchPartition, FetchTopic};
+    FetchRequest::default()
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(50 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(sb(topic)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(p)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(part_max)])])
+}
+
+/// (error, high watermark, decoded (offset, value) pairs) of a single-partition fetch.
+async fn fetch(
+    b: &KafkaBroker<MemNode>,
+    topic: &str,
+    p: i32,
+    offset: i64,
+) -> (i16, i64, Vec<(i64, String)>) {
+    let r = call(b, 12, fetch_req(topic, p, offset, 0, 1 << 20)).await;
+    let pd = &r.responses[0].partitions[0];
+    let mut out = Vec::new();
+    if let Some(mut recs) = pd.records.clone() {
+        while recs.has_remaining() {
+            let set = RecordBatchDecoder::decode(&mut recs).expect("stored batch decodes");
+            for r in set.records {
+                out.push((
+                    r.offset,
+                    String::from_utf8_lossy(&r.value.unwrap_or_default()).to_string(),
+                ));
+            }
+        }
+    }
+    (pd.error_code, pd.high_watermark, out)
+}
+
+async fn create(
+    b: &KafkaBroker<MemNode>,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> i16 {
+    use create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    let t = CreatableTopic::default()
+        .with_name(TopicName(sb(name)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(sb(k))
+                        .with_value(Some(sb(v)))
+                })
+                .collect(),
+        );
+    let r = call(
+        b,
+        5,
+        CreateTopicsRequest::default()
+            .with_topics(vec![t])
+            .with_timeout_ms(1000),
+    )
+    .await;
+    r.topics[0].error_code
+}
+
+#[tokio::test]
+async fn api_versions_v3_golden_bytes_have_no_tagged_fields() {
+    let b = broker().await;
+    let out = b
+        .handle(
+            frame(
+                ApiKey::ApiVersions,
+                3,
+                &ApiVersionsRequest::default()
+                    .with_client_software_name(sb("t"))
+                    .with_client_software_version(sb("1")),
+            ),
+            "h",
+        )
+        .await
+        .expect("ok")
+        .expect("resp");
+    let mut expected = BytesMut::new();
+    expected.put_i32(7); // correlation id (response header v0 for ApiVersions)
+    expected.put_i16(0); // error
+    expected.put_u8(SERVED.len() as u8 + 1); // compact array length
+    for s in SERVED {
+        expected.put_i16(s.key as i16);
+        expected.put_i16(s.min);
+        expected.put_i16(s.max);
+        expected.put_u8(0); // no tagged fields in the entry
+    }
+    expected.put_i32(0); // throttle
+    expected.put_u8(0); // no tagged fields at all (old librdkafka needs this)
+    assert_eq!(&out[4..], &expected[..]);
+    assert_eq!(
+        i32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize,
+        expected.len()
+    );
+    // Produce is advertised from v0 (old librdkafka's compression check).
+    assert_eq!((SERVED[0].key, SERVED[0].min), (ApiKey::Produce, 0));
+}
+
+#[tokio::test]
+async fn api_versions_unknown_version_gets_the_v0_format_with_unsupported_version() {
+    let b = broker().await;
+    let mut req = BytesMut::new();
+    req.put_i16(18);
+    req.put_i16(99);
+    req.put_i32(42);
+    req.put_i16(-1);
+    req.put_slice(&[0, 0, 0]); // garbage the broker must not need to parse
+    let out = b
+        .handle(req.freeze(), "h")
+        .await
+        .expect("ok")
+        .expect("resp");
+    let mut body = out.freeze();
+    body.advance(4);
+    assert_eq!(body.get_i32(), 42);
+    assert_eq!(body.get_i16(), code::UNSUPPORTED_VERSION);
+    assert_eq!(body.get_i32(), SERVED.len() as i32);
+    assert_eq!(body.remaining(), SERVED.len() * 6);
+}
+
+#[tokio::test]
+async fn produce_v0_to_v2_get_unsupported_version_in_their_own_format() {
+    let b = broker().await;
+    for v in 0..=2i16 {
+        let mut req = BytesMut::new();
+        req.put_i16(0);
+        req.put_i16(v);
+        req.put_i32(5);
+        req.put_i16(1);
+        req.put_u8(b'c');
+        req.put_i16(1); // acks
+        req.put_i32(1000);
+        req.put_i32(1); // one topic
+        req.put_i16(1);
+        req.put_u8(b't');
+        req.put_i32(1); // one partition
+        req.put_i32(3);
+        req.put_i32(4);
+        req.put_slice(&[1, 2, 3, 4]); // an (unparsed) message set
+        let out = b
+            .handle(req.freeze(), "h")
+            .await
+            .expect("ok")
+            .expect("resp");
+        let mut golden = BytesMut::new();
+        golden.put_i32(5);
+        golden.put_i32(1);
+        golden.put_i16(1);
+        golden.put_u8(b't');
+        golden.put_i32(1);
+        golden.put_i32(3);
+        golden.put_i16(code::UNSUPPORTED_VERSION);
+        golden.put_i64(-1);
+        if v >= 2 {
+            golden.put_i64(-1);
+        }
+        if v >= 1 {
+            golden.put_i32(0);
+        }
+        assert_eq!(&out[4..], &golden[..], "v{v}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_api_keys_versions_and_garbage_close_the_connection() {
+    let b = broker().await;
+    let mut unknown = BytesMut::new();
+    unknown.put_i16(9999);
+    unknown.put_i16(0);
+    unknown.put_i32(1);
+    assert!(b.handle(unknown.freeze(), "h").await.is_err());
+    let mut bad_version = BytesMut::new();
+    bad_version.put_i16(1);
+    bad_version.put_i16(99);
+    bad_version.put_i32(1);
+    bad_version.put_i16(-1);
+    assert!(b.handle(bad_version.freeze(), "h").await.is_err());
+    // A Metadata v12 header followed by a truncated body.
+    let mut trunc = frame(ApiKey::Metadata, 12, &MetadataRequest::default()).to_vec();
+    trunc.truncate(trunc.len() - 1);
+    trunc.push(0xff);
+    trunc.push(0xff);
+    assert!(b.handle(Bytes::from(trunc), "h").await.is_err());
+    assert!(b.handle(Bytes::from_static(&[0, 3]), "h").await.is_err());
+    // Transactions are not advertised: their keys close the connection too.
+    let mut txn = BytesMut::new();
+    txn.put_i16(ApiKey::EndTxn as i16);
+    txn.put_i16(0);
+    txn.put_i32(1);
+    assert!(b.handle(txn.freeze(), "h").await.is_err());
+}
+
+#[tokio::test]
+async fn every_served_version_answers_a_default_request_with_a_decodable_response() {
+    let b = broker().await;
+    assert_eq!(create(&b, "rt", 1, &[]).await, 0);
+    macro_rules! each {
+        ($key:expr, $req:expr) => {{
+            let s = super::versions::served($key).expect("served");
+            let min = if $key == ApiKey::Produce {
+                super::versions::PRODUCE_DECODED_MIN
+            } else {
+                s.min
+            };
+            for v in min..=s.max {
+                let f = $req;
+                let _ = call(&b, v, f(v)).await;
+            }
+        }};
+    }
+    each!(ApiKey::ApiVersions, |_v: i16| ApiVersionsRequest::default());
+    each!(ApiKey::Metadata, |v: i16| MetadataRequest::default()
+        .with_topics(if v == 0 { Some(vec![]) } else { None })
+        .with_allow_auto_topic_creation(v < 4));
+    each!(ApiKey::Produce, |_v: i16| produce_req(
+        "rt",
+        0,
+        records(&[("k", "v")], 1, -1, -1, -1, Compression::None),
+        1
+    ));
+    each!(ApiKey::Fetch, |_v: i16| fetch_req("rt", 0, 0, 0, 1 << 20));
+    each!(ApiKey::ListOffsets, |_v: i16| {
+        use list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+        ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(sb("rt")))
+            .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)])])
+    });
+    each!(ApiKey::FindCoordinator, |v: i16| if v >= 4 {
+        FindCoordinatorRequest::default().with_coordinator_keys(vec![sb("g")])
+    } else {
+        FindCoordinatorRequest::default().with_key(sb("g"))
+    });
+    each!(ApiKey::JoinGroup, |_v: i16| JoinGroupRequest::default()
+        .with_group_id(GroupId(sb(""))));
+    each!(ApiKey::SyncGroup, |_v: i16| SyncGroupRequest::default()
+        .with_group_id(GroupId(sb("nog"))));
+    each!(ApiKey::Heartbeat, |_v: i16| HeartbeatRequest::default()
+        .with_group_id(GroupId(sb("nog"))));
+    each!(ApiKey::LeaveGroup, |_v: i16| LeaveGroupRequest::default()
+        .with_group_id(GroupId(sb("nog"))));
+    each!(ApiKey::OffsetCommit, |_v: i16| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(sb("g")))
+            .with_generation_id_or_member_epoch(-1)
+    });
+    each!(ApiKey::OffsetFetch, |v: i16| if v >= 8 {
+        OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(sb("g")))
+                .with_topics(None),
+        ])
+    } else if v >= 2 {
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(sb("g")))
+            .with_topics(None)
+    } else {
+        OffsetFetchRequest::default().with_group_id(GroupId(sb("g")))
+    });
+    each!(ApiKey::ListGroups, |_v: i16| ListGroupsRequest::default());
+    each!(ApiKey::DescribeGroups, |_v: i16| {
+        DescribeGroupsRequest::default().with_groups(vec![GroupId(sb("g"))])
+    });
+    each!(ApiKey::DeleteGroups, |_v: i16| {
+        DeleteGroupsRequest::default().with_groups_names(vec![GroupId(sb("nog"))])
+    });
+    each!(
+        ApiKey::CreateTopics,
+        |_v: i16| CreateTopicsRequest::default()
+    );
+    each!(
+        ApiKey::DeleteTopics,
+        |_v: i16| DeleteTopicsRequest::default()
+    );
+    each!(ApiKey::CreatePartitions, |_v: i16| {
+        CreatePartitionsRequest::default()
+    });
+    each!(ApiKey::DeleteRecords, |_v: i16| {
+        DeleteRecordsRequest::default()
+    });
+    each!(ApiKey::InitProducerId, |_v: i16| {
+        InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    });
+    each!(ApiKey::DescribeConfigs, |_v: i16| {
+        use describe_configs_request::DescribeConfigsResource;
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(sb("rt"))
+            .with_configuration_keys(None)])
+    });
+    each!(ApiKey::IncrementalAlterConfigs, |_v: i16| {
+        IncrementalAlterConfigsRequest::default()
+    });
+    each!(ApiKey::DescribeCluster, |_v: i16| {
+        DescribeClusterRequest::default()
+    });
+}
+
+#[tokio::test]
+async fn produce_fetch_roundtrip_keeps_batches_whole_and_assigns_dense_offsets() {
+    let b = broker().await;
+    // Metadata auto-creates the topic.
+    let md = call(
+        &b,
+        12,
+        MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(TopicName(sb("t1")))),
+        ])),
+    )
+    .await;
+    assert_eq!(md.topics[0].error_code, 0);
+    assert_eq!(md.topics[0].partitions.len(), 1);
+    let b1 = records(
+        &[("a", "0"), ("b", "1"), ("c", "2")],
+        1000,
+        -1,
+        -1,
+        -1,
+        Compression::Gzip,
+    );
+    let b2 = records(
+        &[("d", "3"), ("e", "4")],
+        2000,
+        -1,
+        -1,
+        -1,
+        Compression::Zstd,
+    );
+    assert_eq!(produce(&b, "t1", 0, b1.clone()).await, (0, 0));
+    assert_eq!(produce(&b, "t1", 0, b2).await, (0, 3));
+    let (e, hw, recs) = fetch(&b, "t1", 0, 0).await;
+    assert_eq!((e, hw), (0, 5));
+    assert_eq!(
+        recs,
+        vec![
+            (0, "0".into()),
+            (1, "1".into()),
+            (2, "2".into()),
+            (3, "3".into()),
+            (4, "4".into())
+        ]
+    );
+    // A fetch inside the first batch returns that whole batch (the client skips offsets < 1).
+    let (_, _, recs) = fetch(&b, "t1", 0, 1).await;
+    assert_eq!(recs.first().map(|r| r.0), Some(0));
+    // Stored bytes are the producer's bytes, apart from the base offset.
+    let r = call(&b, 12, fetch_req("t1", 0, 0, 0, 1)).await;
+    let got = r.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    assert_eq!(
+        &got[8..],
+        &b1[8..],
+        "first batch returned byte for byte (KIP-74: at least one batch)"
+    );
+    assert_eq!(
+        got.len(),
+        b1.len(),
+        "partition_max_bytes=1 still returns exactly one batch"
+    );
+    // At the end: empty; past the end: OFFSET_OUT_OF_RANGE.
+    assert_eq!(fetch(&b, "t1", 0, 5).await.2.len(), 0);
+    assert_eq!(fetch(&b, "t1", 0, 6).await.0, code::OFFSET_OUT_OF_RANGE);
+    assert_eq!(
+        fetch(&b, "t1", 1, 0).await.0,
+        code::UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        fetch(&b, "nope", 0, 0).await.0,
+        code::UNKNOWN_TOPIC_OR_PARTITION
+    );
+}
+
+#[tokio::test]
+async fn bad_batches_get_the_right_error_codes_and_store_nothing() {
+    let b = broker().await;
+    assert_eq!(create(&b, "t", 2, &[("max.message.bytes", "200")]).await, 0);
+    let good = records(&[("k", "v")], 1, -1, -1, -1, Compression::None);
+    let mut crc = good.to_vec();
+    let n = crc.len();
+    crc[n - 1] ^= 1;
+    assert_eq!(
+        produce(&b, "t", 0, Bytes::from(crc)).await.0,
+        code::CORRUPT_MESSAGE
+    );
+    let mut codec = good.to_vec();
+    codec[22] |= 7;
+    let c = crc32c::crc32c(&codec[21..]);
+    codec[17..21].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(
+        produce(&b, "t", 0, Bytes::from(codec)).await.0,
+        code::CORRUPT_MESSAGE
+    );
+    assert_eq!(
+        produce(&b, "t", 0, good.slice(..good.len() - 3)).await.0,
+        code::CORRUPT_MESSAGE
+    );
+    let big = records(&[("k", &"x".repeat(500))], 1, -1, -1, -1, Compression::None);
+    assert_eq!(produce(&b, "t", 0, big).await.0, code::MESSAGE_TOO_LARGE);
+    assert_eq!(
+        produce(&b, "t", 7, good.clone()).await.0,
+        code::UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        produce(&b, "missing", 0, good.clone()).await.0,
+        code::UNKNOWN_TOPIC_OR_PARTITION
+    );
+    let mut magic1 = good.to_vec();
+    magic1[16] = 1;
+    assert_eq!(
+        produce(&b, "t", 0, Bytes::from(magic1)).await.0,
+        code::UNSUPPORTED_FOR_MESSAGE_FORMAT
+    );
+    let r = call(&b, 9, produce_req("t", 0, good.clone(), 5)).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        code::INVALID_REQUIRED_ACKS
+    );
+    assert_eq!(fetch(&b, "t", 0, 0).await.1, 0, "nothing stored");
+    assert_eq!(produce(&b, "t", 0, good).await, (0, 0));
+}
+
+#[tokio::test]
+async fn acks_zero_gets_no_response_but_is_stored() {
+    let b = broker().await;
+    assert_eq!(create(&b, "a0", 1, &[]).await, 0);
+    let req = produce_req(
+        "a0",
+        0,
+        records(&[("k", "v")], 1, -1, -1, -1, Compression::None),
+        0,
+    );
+    let out = b
+        .handle(frame(ApiKey::Produce, 9, &req), "h")
+        .await
+        .expect("ok");
+    assert!(out.is_none());
+    assert_eq!(fetch(&b, "a0", 0, 0).await.1, 1);
+}
+
+#[tokio::test]
+async fn idempotent_producer_duplicates_gaps_and_fencing() {
+    let b = broker().await;
+    assert_eq!(create(&b, "idem", 1, &[]).await, 0);
+    let init = call(
+        &b,
+        4,
+        InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_transaction_timeout_ms(-1),
+    )
+    .await;
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    let init2 = call(
+        &b,
+        4,
+        InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    )
+    .await;
+    assert_ne!(init2.producer_id.0, pid, "ids are unique");
+    let first = records(&[("k", "0"), ("k", "1")], 1, pid, 0, 0, Compression::None);
+    assert_eq!(produce(&b, "idem", 0, first.clone()).await, (0, 0));
+    // A retry of the same batch is recognised: same offset, nothing written.
+    assert_eq!(produce(&b, "idem", 0, first).await, (0, 0));
+    assert_eq!(fetch(&b, "idem", 0, 0).await.1, 2);
+    // A gap is out of order; an older sequence outside the cache is a duplicate.
+    let gap = records(&[("k", "x")], 1, pid, 0, 5, Compression::None);
+    assert_eq!(
+        produce(&b, "idem", 0, gap).await.0,
+        code::OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    let next = records(&[("k", "2")], 1, pid, 0, 2, Compression::None);
+    assert_eq!(produce(&b, "idem", 0, next).await, (0, 2));
+    let old = records(&[("k", "1")], 1, pid, 0, 1, Compression::None);
+    assert_eq!(
+        produce(&b, "idem", 0, old).await.0,
+        code::DUPLICATE_SEQUENCE_NUMBER
+    );
+    // A new epoch starts at 0; the old epoch is fenced.
+    let e1 = records(&[("k", "3")], 1, pid, 1, 0, Compression::None);
+    assert_eq!(produce(&b, "idem", 0, e1).await, (0, 3));
+    let stale = records(&[("k", "4")], 1, pid, 0, 3, Compression::None);
+    assert_eq!(
+        produce(&b, "idem", 0, stale).await.0,
+        code::INVALID_PRODUCER_EPOCH
+    );
+    // Transactions are refused with a clear error.
+    let txn = call(
+        &b,
+        4,
+        InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(sb("tx"))))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    )
+    .await;
+    assert_eq!(txn.error_code, code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+}
+
+#[tokio::test]
+async fn list_offsets_earliest_latest_max_and_by_time() {
+    use list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let b = broker().await;
+    assert_eq!(create(&b, "lo", 1, &[]).await, 0);
+    produce(
+        &b,
+        "lo",
+        0,
+        records(
+            &[("a", "0"), ("a", "1"), ("a", "2")],
+            1000,
+            -1,
+            -1,
+            -1,
+            Compression::Lz4,
+        ),
+    )
+    .await;
+    produce(
+        &b,
+        "lo",
+        0,
+        records(
+            &[("a", "3"), ("a", "4")],
+            2000,
+            -1,
+            -1,
+            -1,
+            Compression::None,
+        ),
+    )
+    .await;
+    let ask = |ts: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(sb("lo")))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default().with_timestamp(ts)
+                ])])
+    };
+    let get = |r: ListOffsetsResponse| {
+        (
+            r.topics[0].partitions[0].error_code,
+            r.topics[0].partitions[0].offset,
+            r.topics[0].partitions[0].timestamp,
+        )
+    };
+    assert_eq!(get(call(&b, 7, ask(-2)).await), (0, 0, -1));
+    assert_eq!(get(call(&b, 7, ask(-1)).await), (0, 5, -1));
+    assert_eq!(get(call(&b, 7, ask(-3)).await), (0, 4, 2001));
+    assert_eq!(
+        get(call(&b, 7, ask(1001)).await),
+        (0, 1, 1001),
+        "inside the first batch"
+    );
+    assert_eq!(get(call(&b, 7, ask(1500)).await), (0, 3, 2000));
+    assert_eq!(get(call(&b, 7, ask(9999)).await), (0, -1, -1));
+    // DeleteRecords moves the log start.
+    use delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+    let dr = call(
+        &b,
+        2,
+        DeleteRecordsRequest::default().with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(TopicName(sb("lo")))
+            .with_partitions(vec![DeleteRecordsPartition::default().with_offset(3)])]),
+    )
+    .await;
+    assert_eq!(dr.topics[0].partitions[0].error_code, 0);
+    assert_eq!(dr.topics[0].partitions[0].low_watermark, 3);
+    assert_eq!(get(call(&b, 7, ask(-2)).await), (0, 3, -1));
+    assert_eq!(fetch(&b, "lo", 0, 0).await.0, code::OFFSET_OUT_OF_RANGE);
+    assert_eq!(fetch(&b, "lo", 0, 3).await.2.len(), 2);
+}
+
+#[tokio::test]
+async fn long_poll_returns_when_data_arrives() {
+    let b = broker().await;
+    assert_eq!(create(&b, "lp", 1, &[]).await, 0);
+    let b2 = b.clone();
+    let t0 = Instant::now();
+    let waiter =
+        tokio::spawn(async move { call(&b2, 12, fetch_req("lp", 0, 0, 5000, 1 << 20)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    produce(
+        &b,
+        "lp",
+        0,
+        records(&[("k", "v")], 1, -1, -1, -1, Compression::None),
+    )
+    .await;
+    let r = waiter.await.expect("join");
+    assert!(r.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .is_some_and(|r| !r.is_empty()));
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "woken by the write, not the timeout"
+    );
+    // With nothing arriving, it waits max_wait_ms and answers empty.
+    let t1 = Instant::now();
+    let r = call(&b, 12, fetch_req("lp", 0, 1, 300, 1 << 20)).await;
+    assert!(t1.elapsed() >= Duration::from_millis(290));
+    assert!(r.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .is_none_or(|r| r.is_empty()));
+}
+
+#[tokio::test]
+async fn stateless_topics_deliver_live_batches_to_waiting_fetches() {
+    let b = broker().await;
+    assert_eq!(
+        create(&b, "sl", 1, &[("squall.mode", "stateless")]).await,
+        0
+    );
+    produce(
+        &b,
+        "sl",
+        0,
+        records(&[("k", "old")], 1, -1, -1, -1, Compression::None),
+    )
+    .await;
+    let b2 = b.clone();
+    let waiter =
+        tokio::spawn(async move { call(&b2, 12, fetch_req("sl", 0, 1, 3000, 1 << 20)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        produce(
+            &b,
+            "sl",
+            0,
+            records(&[("k", "live")], 1, -1, -1, -1, Compression::None)
+        )
+        .await,
+        (0, 1)
+    );
+    let r = waiter.await.expect("join");
+    let mut recs = r.responses[0].partitions[0]
+        .records
+        .clone()
+        .expect("records");
+    let set = RecordBatchDecoder::decode(&mut recs).expect("decodes");
+    assert_eq!(set.records[0].offset, 1);
+    assert_eq!(set.records[0].value.as_deref(), Some(&b"live"[..]));
+}
+
+#[tokio::test]
+async fn compacted_topics_require_keys_and_keep_the_newest_per_key() {
+    let b = broker().await;
+    assert_eq!(
+        create(&b, "cmp", 1, &[("cleanup.policy", "compact")]).await,
+        0
+    );
+    assert_eq!(
+        produce(
+            &b,
+            "cmp",
+            0,
+            records(&[("", "nokey")], 1, -1, -1, -1, Compression::None)
+        )
+        .await
+        .0,
+        code::INVALID_RECORD
+    );
+    produce(
+        &b,
+        "cmp",
+        0,
+        records(&[("a", "a1")], 1, -1, -1, -1, Compression::None),
+    )
+    .await;
+    produce(
+        &b,
+        "cmp",
+        0,
+        records(&[("b", "b1")], 2, -1, -1, -1, Compression::None),
+    )
+    .await;
+    produce(
+        &b,
+        "cmp",
+        0,
+        records(&[("a", "a2")], 3, -1, -1, -1, Compression::Snappy),
+    )
+    .await;
+    let (_, hw, recs) = fetch(&b, "cmp", 0, 0).await;
+    assert_eq!(hw, 3);
+    assert_eq!(
+        recs,
+        vec![(1, "b1".into()), (2, "a2".into())],
+        "offsets keep their gaps"
+    );
+}
+
+#[tokio::test]
+async fn admin_create_describe_alter_partitions_delete() {
+    use describe_configs_request::DescribeConfigsResource;
+    use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let b = broker().await;
+    assert_eq!(
+        create(
+            &b,
+            "adm",
+            2,
+            &[("retention.ms", "1000"), ("cleanup.policy", "compact")]
+        )
+        .await,
+        0
+    );
+    assert_eq!(create(&b, "adm", 2, &[]).await, code::TOPIC_ALREADY_EXISTS);
+    assert_eq!(
+        create(&b, "bad/name", 1, &[]).await,
+        code::INVALID_TOPIC_EXCEPTION
+    );
+    assert_eq!(
+        create(&b, "badcfg", 1, &[("no.such", "1")]).await,
+        code::INVALID_CONFIG
+    );
+    assert_eq!(create(&b, "zero", 0, &[]).await, code::INVALID_PARTITIONS);
+    let describe = || {
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(sb("adm"))
+            .with_configuration_keys(None)])
+    };
+    let d = call(&b, 4, describe()).await;
+    let cfg = |d: &DescribeConfigsResponse, n: &str| {
+        d.results[0]
+            .configs
+            .iter()
+            .find(|c| c.name.as_str() == n)
+            .map(|c| (c.value.clone().map(|v| v.to_string()), c.config_source))
+    };
+    assert_eq!(cfg(&d, "retention.ms"), Some((Some("1000".into()), 1)));
+    assert_eq!(
+        cfg(&d, "max.message.bytes"),
+        Some((Some("1048588".into()), 5))
+    );
+    assert_eq!(cfg(&d, "cleanup.policy"), Some((Some("compact".into()), 1)));
+    let alter = |name: &str, op: i8, value: Option<&str>| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(sb("adm"))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(sb(name))
+                    .with_config_operation(op)
+                    .with_value(value.map(sb))]),
+        ])
+    };
+    assert_eq!(
+        call(&b, 1, alter("max.message.bytes", 0, Some("5000")))
+            .await
+            .responses[0]
+            .error_code,
+        0
+    );
+    assert_eq!(
+        call(&b, 1, alter("retention.ms", 1, None)).await.responses[0].error_code,
+        0
+    );
+    assert_eq!(
+        call(&b, 1, alter("retention.ms", 0, Some("x")))
+            .await
+            .responses[0]
+            .error_code,
+        code::INVALID_CONFIG
+    );
+    let d = call(&b, 4, describe()).await;
+    assert_eq!(cfg(&d, "max.message.bytes"), Some((Some("5000".into()), 1)));
+    assert_eq!(cfg(&d, "retention.ms"), Some((Some("604800000".into()), 5)));
+    // CreatePartitions grows, never shrinks.
+    use create_partitions_request::CreatePartitionsTopic;
+    let cp = |n: i32| {
+        CreatePartitionsRequest::default().with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(TopicName(sb("adm")))
+            .with_count(n)])
+    };
+    assert_eq!(call(&b, 3, cp(4)).await.results[0].error_code, 0);
+    assert_eq!(
+        call(&b, 3, cp(3)).await.results[0].error_code,
+        code::INVALID_PARTITIONS
+    );
+    let md = call(&b, 12, MetadataRequest::default().with_topics(None)).await;
+    assert_eq!(
+        md.topics
+            .iter()
+            .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("adm"))
+            .map(|t| t.partitions.len()),
+        Some(4)
+    );
+    // DeleteTopics.
+    let del = call(
+        &b,
+        4,
+        DeleteTopicsRequest::default().with_topic_names(vec![TopicName(sb("adm"))]),
+    )
+    .await;
+    assert_eq!(del.responses[0].error_code, 0);
+    let del = call(
+        &b,
+        4,
+        DeleteTopicsRequest::default().with_topic_names(vec![TopicName(sb("adm"))]),
+    )
+    .await;
+    assert_eq!(
+        del.responses[0].error_code,
+        code::UNKNOWN_TOPIC_OR_PARTITION
+    );
+    assert_eq!(
+        produce(
+            &b,
+            "adm",
+            0,
+            records(&[("k", "v")], 1, -1, -1, -1, Compression::None)
+        )
+        .await
+        .0,
+        code::UNKNOWN_TOPIC_OR_PARTITION
+    );
+}
+
+fn jr(group: &str, member: &str, instance: Option<&str>) -> JoinRequest {
+    JoinRequest {
+        group: group.into(),
+        member_id: member.into(),
+        instance_id: instance.map(str::to_string),
+        client_id: "c".into(),
+        client_host: "h".into(),
+        session_timeout_ms: 1000,
+        rebalance_timeout_ms: 2000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"md"))],
+        require_known_member_id: false,
+    }
+}
+
+fn now_join(p: Pending<super::groups::JoinResult>) -> super::groups::JoinResult {
+    match p {
+        Pending::Now(r) => r,
+        Pending::Wait(mut rx) => rx.try_recv().expect("answered"),
+    }
+}
+
+#[test]
+fn group_of_three_rebalances_through_join_sync_leave_and_session_timeout() {
+    let c = Coordinator::new(10, 10, 100, 60_000);
+    let t0 = Instant::now();
+    let check = |c: &Coordinator| c.check_invariants().expect("invariants");
+    // First member joins alone: generation 1, it leads.
+    let a = now_join(c.join(jr("g", "", None), t0));
+    assert_eq!(
+        (
+            a.error,
+            a.generation,
+            a.leader == a.member_id,
+            a.members.len()
+        ),
+        (0, 1, true, 1)
+    );
+    check(&c);
+    let s = match c.sync(
+        "g",
+        1,
+        &a.member_id,
+        None,
+        vec![(a.member_id.clone(), Bytes::from_static(b"A"))],
+        t0,
+    ) {
+        Pending::Now(s) => s,
+        Pending::Wait(mut rx) => rx
+            .try_recv()
+            .expect("the leader's sync completes the barrier"),
+    };
+    assert_eq!(s.assignment, Bytes::from_static(b"A"));
+    assert_eq!(c.state("g").map(|s| s.0), Some(GroupState::Stable));
+    // Two more join: the barrier waits for the first to rejoin.
+    let Pending::Wait(mut rb) = c.join(jr("g", "", None), t0) else {
+        panic!("waits")
+    };
+    let Pending::Wait(mut rc) = c.join(jr("g", "", None), t0) else {
+        panic!("waits")
+    };
+    assert!(rb.try_recv().is_err());
+    assert_eq!(
+        c.heartbeat("g", 1, &a.member_id, None, t0),
+        code::REBALANCE_IN_PROGRESS
+    );
+    let ra = now_join(c.join(jr("g", &a.member_id, None), t0));
+    let rb = rb.try_recv().expect("b answered");
+    let rc = rc.try_recv().expect("c answered");
+    assert_eq!((ra.generation, rb.generation, rc.generation), (2, 2, 2));
+    let leader = [&ra, &rb, &rc]
+        .into_iter()
+        .find(|r| r.leader == r.member_id)
+        .expect("a leader");
+    assert_eq!(leader.members.len(), 3);
+    check(&c);
+    // Followers wait for the leader's assignment.
+    let followers: Vec<_> = [&ra, &rb, &rc]
+        .into_iter()
+        .filter(|r| r.leader != r.member_id)
+        .collect();
+    let mut waits = Vec::new();
+    for f in &followers {
+        let Pending::Wait(rx) = c.sync("g", 2, &f.member_id, None, vec![], t0) else {
+            panic!("follower waits")
+        };
+        waits.push(rx);
+    }
+    let assignments = [&ra, &rb, &rc]
+        .iter()
+        .map(|r| (r.member_id.clone(), Bytes::from(r.member_id.clone())))
+        .collect();
+    let _ = c.sync("g", 2, &leader.member_id, None, assignments, t0);
+    for (f, mut rx) in followers.iter().zip(waits) {
+        assert_eq!(
+            rx.try_recv().expect("assigned").assignment,
+            Bytes::from(f.member_id.clone())
+        );
+    }
+    check(&c);
+    assert_eq!(
+        c.heartbeat("g", 1, &ra.member_id, None, t0),
+        code::ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        c.heartbeat("g", 2, "nobody", None, t0),
+        code::UNKNOWN_MEMBER_ID
+    );
+    // One leaves: the others must rejoin into generation 3.
+    assert_eq!(
+        c.leave("g", &[(followers[0].member_id.clone(), None)], t0),
+        vec![0]
+    );
+    assert_eq!(
+        c.state("g").map(|s| (s.0, s.2)),
+        Some((GroupState::PreparingRebalance, 2))
+    );
+    let rest: Vec<_> = [&ra, &rb, &rc]
+        .into_iter()
+        .filter(|r| r.member_id != followers[0].member_id)
+        .collect();
+    let Pending::Wait(mut w) = c.join(jr("g", &rest[0].member_id, None), t0) else {
+        panic!()
+    };
+    // The other never rejoins: at the rebalance deadline it is dropped.
+    c.tick(t0 + Duration::from_millis(2500));
+    let r = w.try_recv().expect("completed by the deadline");
+    assert_eq!((r.generation, r.leader == r.member_id), (3, true));
+    assert_eq!(c.state("g").map(|s| s.2), Some(1));
+    check(&c);
+    let _ = c.sync(
+        "g",
+        3,
+        &r.member_id,
+        None,
+        vec![],
+        t0 + Duration::from_millis(2500),
+    );
+    // No heartbeat for longer than the session timeout: removed, the group becomes Empty.
+    c.tick(t0 + Duration::from_millis(4000));
+    assert_eq!(
+        c.state("g").map(|s| (s.0, s.2)),
+        Some((GroupState::Empty, 0))
+    );
+    check(&c);
+    assert_eq!(c.delete("g"), 0);
+}
+
+#[test]
+fn static_member_rejoin_keeps_its_assignment_without_a_rebalance() {
+    let c = Coordinator::new(10, 10, 100, 60_000);
+    let t0 = Instant::now();
+    let a = now_join(c.join(jr("s", "", Some("i-a")), t0));
+    let Pending::Wait(mut b) = c.join(jr("s", "", Some("i-b")), t0) else {
+        panic!()
+    };
+    let a = now_join(c.join(jr("s", &a.member_id, Some("i-a")), t0));
+    let b = b.try_recv().expect("b");
+    let (leader, follower) = if a.leader == a.member_id {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let Pending::Wait(_fw) = c.sync("s", 2, &follower.member_id, None, vec![], t0) else {
+        panic!()
+    };
+    let _ = c.sync(
+        "s",
+        2,
+        &leader.member_id,
+        None,
+        vec![(follower.member_id.clone(), Bytes::from_static(b"F"))],
+        t0,
+    );
+    let gen = c.state("s").map(|s| s.1);
+    // The follower restarts (no LeaveGroup) and rejoins with its instance id and no member id.
+    let iid = if follower.member_id.is_empty() {
+        ""
+    } else if c
+        .describe("s")
+        .expect("g")
+        .members
+        .iter()
+        .any(|m| m.member_id == follower.member_id && m.instance_id.as_deref() == Some("i-a"))
+    {
+        "i-a"
+    } else {
+        "i-b"
+    };
+    let re = now_join(c.join(jr("s", "", Some(iid)), t0));
+    assert_eq!(re.error, 0);
+    assert_ne!(re.member_id, follower.member_id);
+    assert_eq!(
+        c.state("s").map(|s| (s.0, s.1)),
+        Some((GroupState::Stable, gen.unwrap_or(-1))),
+        "no rebalance"
+    );
+    let Pending::Now(s) = c.sync("s", re.generation, &re.member_id, Some(iid), vec![], t0) else {
+        panic!()
+    };
+    assert_eq!(s.assignment, Bytes::from_static(b"F"));
+    // The old member id is fenced.
+    assert_eq!(
+        c.heartbeat("s", re.generation, &follower.member_id, Some(iid), t0),
+        code::FENCED_INSTANCE_ID
+    );
+    c.check_invariants().expect("invariants");
+}
+
+#[test]
+fn the_invariant_checker_catches_a_planted_bad_static_mapping() {
+    let c = Coordinator::new(10, 10, 100, 60_000);
+    let _ = now_join(c.join(jr("p", "", Some("i")), Instant::now()));
+    c.check_invariants().expect("fine before the plant");
+    c.plant_bad_static("p", "i");
+    assert!(c.check_invariants().is_err());
+}
+
+#[tokio::test]
+async fn join_v4_requires_a_member_id_and_commits_roundtrip_metadata() {
+    use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use offset_fetch_request::OffsetFetchRequestTopic;
+    let b = broker().await;
+    assert_eq!(create(&b, "ct", 2, &[]).await, 0);
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(sb("grp")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(sb(member))
+            .with_protocol_type(sb("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(sb("range"))
+            .with_metadata(Bytes::from_static(b"m"))])
+    };
+    let r = call(&b, 5, join("")).await;
+    assert_eq!(r.error_code, code::MEMBER_ID_REQUIRED);
+    let mid = r.member_id.to_string();
+    let r = call(&b, 5, join(&mid)).await;
+    assert_eq!(
+        (r.error_code, r.generation_id, r.leader.as_str() == mid),
+        (0, 1, true)
+    );
+    let s = call(
+        &b,
+        3,
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(sb("grp")))
+            .with_generation_id(1)
+            .with_member_id(sb(&mid))
+            .with_assignments(vec![
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(sb(&mid))
+                    .with_assignment(Bytes::from_static(b"asg")),
+            ]),
+    )
+    .await;
+    assert_eq!((s.error_code, s.assignment.as_ref()), (0, &b"asg"[..]));
+    let commit = |gen: i32| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(sb("grp")))
+            .with_generation_id_or_member_epoch(gen)
+            .with_member_id(sb(&mid))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(sb("ct")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(1)
+                    .with_committed_offset(42)
+                    .with_committed_metadata(Some(sb("meta-1")))])])
+    };
+    assert_eq!(
+        call(&b, 8, commit(7)).await.topics[0].partitions[0].error_code,
+        code::ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        call(&b, 8, commit(1)).await.topics[0].partitions[0].error_code,
+        0
+    );
+    let f = call(
+        &b,
+        7,
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(sb("grp")))
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(sb("ct")))
+                .with_partition_indexes(vec![0, 1])])),
+    )
+    .await;
+    let p = &f.topics[0].partitions;
+    assert_eq!((p[0].committed_offset, p[1].committed_offset), (-1, 42));
+    assert_eq!(p[1].metadata.as_ref().map(|m| m.as_str()), Some("meta-1"));
+    let all = call(
+        &b,
+        8,
+        OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(sb("grp")))
+                .with_topics(None),
+        ]),
+    )
+    .await;
+    assert_eq!(all.groups[0].topics[0].partitions[0].committed_offset, 42);
+    let lg = call(&b, 4, ListGroupsRequest::default()).await;
+    assert_eq!(
+        lg.groups
+            .iter()
+            .map(|g| (g.group_id.0.to_string(), g.group_state.to_string()))
+            .collect::<Vec<_>>(),
+        vec![("grp".to_string(), "Stable".to_string())]
+    );
+    let dg = call(
+        &b,
+        5,
+        DescribeGroupsRequest::default().with_groups(vec![GroupId(sb("grp"))]),
+    )
+    .await;
+    assert_eq!(dg.groups[0].members.len(), 1);
+    assert_eq!(dg.groups[0].members[0].member_assignment.as_ref(), b"asg");
+    assert_eq!(
+        call(
+            &b,
+            2,
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(sb("grp"))])
+        )
+        .await
+        .results[0]
+            .error_code,
+        code::NON_EMPTY_GROUP
+    );
+    let lv = call(
+        &b,
+        5,
+        LeaveGroupRequest::default()
+            .with_group_id(GroupId(sb("grp")))
+            .with_members(vec![
+                leave_group_request::MemberIdentity::default().with_member_id(sb(&mid))
+            ]),
+    )
+    .await;
+    assert_eq!(lv.members[0].error_code, 0);
+    assert_eq!(
+        call(
+            &b,
+            2,
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(sb("grp"))])
+        )
+        .await
+        .results[0]
+            .error_code,
+        0
+    );
+    let f = call(
+        &b,
+        7,
+        OffsetFetchRequest::default()
+            .with_group_id(GroupId(sb("grp")))
+            .with_topics(None),
+    )
+    .await;
+    assert!(f.topics.is_empty(), "offsets deleted with the group");
+}
+
+#[tokio::test]
+async fn storage_failures_become_retriable_errors_not_panics() {
+    let node = Arc::new(MemNode::default());
+    let b = KafkaBroker::new(node.clone(), KafkaConfig::default())
+        .await
+        .expect("broker");
+    assert_eq!(create(&b, "f", 1, &[]).await, 0);
+    node.fail_puts
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        produce(
+            &b,
+            "f",
+            0,
+            records(&[("k", "v")], 1, -1, -1, -1, Compression::None)
+        )
+        .await
+        .0,
+        code::KAFKA_STORAGE_ERROR
+    );
+}
