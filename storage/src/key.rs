@@ -117,7 +117,10 @@ impl KeyState {
             None => self.at_platform(at_us),
             Some(idx) => {
                 let &(_, kv) = idx.range(..=(at_us, u64::MAX)).next_back()?;
-                self.covering(kv)
+                // By position, not `covering`: an entry straddling a truncation point is kept
+                // and readable by time (as platform reads do).
+                let e = &self.entries[self.position_covering(kv)?];
+                (!e.dead).then_some(e)
             }
         }
     }

@@ -167,25 +167,34 @@ impl Watch {
         };
         let s = lock(lk);
         let mut c = self.cursors[ci].clone();
-        if c.after >= c.replay_upto && c.after < s.ring_evicted_seq {
-            // Fell behind the ring.
-            if self.mode == Mode::Stateless {
-                out.push(WatchEvent::Lagged(s.ring_evicted_seq - c.after));
-                c.after = s.ring_evicted_seq;
-            } else {
-                c.replay_upto = s.last.shard_seq;
+        let mut budget = max;
+        loop {
+            if c.after >= c.replay_upto && c.after < s.ring_evicted_seq {
+                // Fell behind the ring.
+                if self.mode == Mode::Stateless {
+                    out.push(WatchEvent::Lagged(s.ring_evicted_seq - c.after));
+                    c.after = s.ring_evicted_seq;
+                } else {
+                    c.replay_upto = s.last.shard_seq;
+                }
             }
-        }
-        if c.after < c.replay_upto {
-            self.replay(&s, &mut c, max, out);
-        } else {
+            if c.after < c.replay_upto {
+                let before = out.len();
+                self.replay(&s, &mut c, budget, out);
+                budget -= out.len() - before;
+                if budget == 0 {
+                    break;
+                }
+                // Replay done: check the ring still covers what follows, then go live.
+                continue;
+            }
             let start = s
                 .ring
                 .partition_point(|ev| ev.entry.version.shard_seq <= c.after);
             let mut taken = 0;
             let mut last_seen = c.after;
             for ev in s.ring.range(start..) {
-                if taken >= max {
+                if taken >= budget {
                     break;
                 }
                 last_seen = ev.entry.version.shard_seq;
@@ -202,11 +211,12 @@ impl Watch {
                     taken += 1;
                 }
             }
-            c.after = if taken < max {
+            c.after = if taken < budget {
                 last_seen.max(s.last.shard_seq)
             } else {
                 last_seen
             };
+            break;
         }
         self.cursors[ci] = c;
     }
