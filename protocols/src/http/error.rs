@@ -61,7 +61,10 @@ impl From<NodeError> for ApiError {
             NodeError::Conflict { current } => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "conflict",
-                format!("{msg}; read the key again and retry with If-Match: <its version>"),
+                match current {
+                    Some(v) => format!("conditional put failed: the key is at version {v}; read it again and retry with If-Match: {v}"),
+                    None => "conditional put failed: the key has no version yet; retry without If-Match or with If-None-Match: *".to_string(),
+                },
             )
             .with("current_version", json!(current)),
             NodeError::WrongMode(_) => ApiError::bad_request("wrong_mode", msg),

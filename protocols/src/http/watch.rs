@@ -132,19 +132,16 @@ pub(crate) async fn watch<N: Node>(
     let w = st.node.watch(&pool, selector, from)?;
     st.metrics.watchers.inc();
     let slot = WatcherSlot(st.metrics.watchers.clone());
-    let events = futures_util::stream::unfold((w, slot, false), |(mut w, slot, done)| async move {
-        if done {
-            return None;
-        }
+    let events = futures_util::stream::unfold((w, slot), |(mut w, slot)| async move {
         match w.next().await {
-            Some(WatchEvent::Update(e)) => {
-                Some((Ok::<Event, Infallible>(event_of(&e)), (w, slot, false)))
-            }
+            Some(WatchEvent::Update(e)) => Some((Ok::<Event, Infallible>(event_of(&e)), (w, slot))),
             Some(WatchEvent::Lagged(n)) => {
-                let ev = Event::default()
-                    .event("lagged")
-                    .data(format!("{{\"dropped\":{n},\"message\":\"this watcher fell behind; watch again from the last version seen\"}}"));
-                Some((Ok(ev), (w, slot, true)))
+                // The node dropped events for this slow watcher; say so and carry on with what
+                // it still has (a client that needs every event re-watches from its last id).
+                let ev = Event::default().event("lagged").data(format!(
+                    "{{\"dropped\":{n},\"message\":\"this watcher fell behind and lost events; watch again from the last version seen to fill the gap\"}}"
+                ));
+                Some((Ok(ev), (w, slot)))
             }
             None => None,
         }
