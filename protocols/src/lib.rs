@@ -12,3 +12,6 @@ pub use node::{KeyBounds, Node, NodeError, PutRequest, WatchEvent, WatchStream};
 
 #[cfg(feature = "http")]
 pub mod http;
+
+#[cfg(feature = "dds")]
+pub mod dds;

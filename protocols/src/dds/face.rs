@@ -1,0 +1,998 @@
+//! The running DDS face: one rustdds participant, and per configured topic a reader (DDS →
+//! store), a writer (store → DDS), plus one task following discovery (writer strength, writer
+//! loss, hand-over).
+//!
+//! Loop and duplicate guards: the reader ignores samples from this participant's own writers;
+//! every version the reader stored is remembered until the store's watch hands it back, and such
+//! versions are not re-published on the topic they came from (their readers already have them
+//! from the original writer); every published version is remembered per key, so nothing is
+//! published twice. The reader holds the topic state lock across each store call, so the watch
+//! cannot see a DDS-made version before it has been remembered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use log::{info, warn};
+use rustdds::dds::statusevents::DomainParticipantStatusEvent as Status;
+use rustdds::with_key::{DataWriter, Sample, WriteOptionsBuilder};
+use rustdds::{
+    policy, DataWriterStatus, DomainParticipant, DomainParticipantBuilder, QosPolicies,
+    QosPolicyBuilder, StatusEvented, Timestamp, TopicKind, GUID,
+};
+use squall_storage::{Entry, Expect, Mode, Selector, WatchFrom, KEY_BYTES_MAX};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use super::cdr::{self, TypeDesc, Value};
+use super::config::{DdsConfig, DdsTopicConfig, Durability, History, OwnershipKind};
+use super::error::DdsError;
+use super::ownership::{arbitrate, Claim, OwnerRecord};
+use super::sample::{InstanceKey, RawAdapter, RawSample, Scoped};
+use super::stats::{bump, DdsStats};
+use crate::node::{Node, NodeError, PutRequest, WatchEvent, WatchStream};
+
+/// Most instances the face tracks per topic (key collisions, last writer).
+pub const INSTANCES_MAX: usize = 1_000_000;
+/// Writer history depth used for KEEP_ALL topics (rustdds would otherwise keep everything).
+pub const KEEP_ALL_WRITER_DEPTH: i32 = 1_000;
+/// Longest a reliable write may block when readers lag.
+pub const WRITE_BLOCKING_MS: i64 = 1_000;
+/// How long a sample from a not-yet-discovered writer waits for its discovery data.
+const DISCOVERY_WAIT_MS: u64 = 500;
+/// Attempts at a conditional put of an ownership record before giving up on a sample.
+const CLAIM_TRIES_MAX: usize = 8;
+
+type Writer = DataWriter<RawSample, RawAdapter>;
+
+/// A remote DDS writer as discovery described it.
+#[derive(Debug, Clone)]
+struct WriterInfo {
+    topic: String,
+    strength: i32,
+    alive: bool,
+}
+
+/// What the face knows about one instance.
+#[derive(Debug, Clone)]
+struct Instance {
+    key: InstanceKey,
+    /// The DDS writer of the newest stored value, while it is alive.
+    last_writer: Option<GUID>,
+}
+
+#[derive(Debug, Default)]
+struct TopicState {
+    instances: BTreeMap<String, Instance>,
+    /// Versions stored from DDS that the watch has not handed back yet.
+    own: BTreeMap<String, BTreeSet<u64>>,
+    /// Newest key_version published per key.
+    published: BTreeMap<String, u64>,
+    /// Instances whose DDS writer is gone and whose value only the store still holds: served
+    /// to each newly matched reader alone (see [`serve_late_joiner`]).
+    orphans: BTreeSet<String>,
+}
+
+struct TopicRt {
+    cfg: DdsTopicConfig,
+    ty: Arc<TypeDesc>,
+    writer: Writer,
+    state: Mutex<TopicState>,
+}
+
+struct Shared<N> {
+    node: Arc<N>,
+    stats: Arc<DdsStats>,
+    own: GUID,
+    writers: StdMutex<BTreeMap<GUID, WriterInfo>>,
+    topics: BTreeMap<String, Arc<TopicRt>>,
+}
+
+/// The DDS face of a node. Dropping it (or [`DdsFace::shutdown`]) stops its tasks and leaves
+/// the domain.
+pub struct DdsFace {
+    stats: Arc<DdsStats>,
+    tasks: Vec<JoinHandle<()>>,
+    participant: DomainParticipant,
+}
+
+impl std::fmt::Debug for DdsFace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DdsFace")
+            .field("tasks", &self.tasks.len())
+            .finish()
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// RTPS time (seconds, 2^-32 fractions) → µs since the Unix epoch.
+pub fn timestamp_to_us(t: Timestamp) -> u64 {
+    let ticks = t.to_ticks();
+    let secs = ticks >> 32;
+    let frac = ticks & 0xffff_ffff;
+    // Round to the nearest µs, so µs → RTPS → µs is exact.
+    secs * 1_000_000 + ((frac * 1_000_000 + (1 << 31)) >> 32)
+}
+
+/// µs since the Unix epoch → RTPS time.
+pub fn us_to_timestamp(us: u64) -> Timestamp {
+    let secs = (us / 1_000_000).min(u64::from(u32::MAX - 1));
+    let frac = ((us % 1_000_000) << 32) / 1_000_000;
+    Timestamp::from_ticks((secs << 32) | frac)
+}
+
+fn writer_name(g: GUID) -> String {
+    let hex: String = g.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("dds:{hex}")
+}
+
+fn durability(d: Durability) -> policy::Durability {
+    match d {
+        Durability::Volatile => policy::Durability::Volatile,
+        // rustdds only implements up to TRANSIENT_LOCAL; the store provides the rest.
+        _ => policy::Durability::TransientLocal,
+    }
+}
+
+fn reliability(cfg: &DdsTopicConfig) -> policy::Reliability {
+    match cfg.reliability {
+        super::config::Reliability::Reliable => policy::Reliability::Reliable {
+            max_blocking_time: rustdds::Duration::from_millis(WRITE_BLOCKING_MS),
+        },
+        super::config::Reliability::BestEffort => policy::Reliability::BestEffort,
+    }
+}
+
+fn reader_qos(cfg: &DdsTopicConfig) -> QosPolicies {
+    let ownership = match cfg.ownership {
+        OwnershipKind::Shared => policy::Ownership::Shared,
+        OwnershipKind::Exclusive => policy::Ownership::Exclusive { strength: 0 },
+    };
+    QosPolicyBuilder::new()
+        .reliability(reliability(cfg))
+        .durability(durability(cfg.durability))
+        .history(policy::History::KeepAll)
+        .ownership(ownership)
+        .build()
+}
+
+fn writer_qos(cfg: &DdsTopicConfig) -> QosPolicies {
+    let depth = match cfg.history {
+        History::KeepLast => i32::try_from(cfg.depth).unwrap_or(i32::MAX),
+        History::KeepAll => KEEP_ALL_WRITER_DEPTH,
+    };
+    // On its own topic an EXCLUSIVE topic's writer must offer EXCLUSIVE to match its readers;
+    // a separate publish topic carries the already-arbitrated stream, so it is SHARED.
+    let ownership = if cfg.ownership == OwnershipKind::Exclusive && cfg.bridges_same_topic() {
+        policy::Ownership::Exclusive {
+            strength: cfg.editor_strength,
+        }
+    } else {
+        policy::Ownership::Shared
+    };
+    QosPolicyBuilder::new()
+        .reliability(reliability(cfg))
+        .durability(durability(cfg.durability))
+        .history(policy::History::KeepLast { depth })
+        .ownership(ownership)
+        .build()
+}
+
+/// Rebuilds an instance key from its store key text (for tombstones of instances the face has
+/// not seen as samples).
+fn key_from_text(ty: &TypeDesc, text: &str) -> Result<InstanceKey, DdsError> {
+    let fields: Vec<_> = ty.fields.iter().filter(|f| f.key).collect();
+    let parts: Vec<&str> = if fields.len() == 1 {
+        vec![text]
+    } else {
+        text.split('/').collect()
+    };
+    if parts.len() != fields.len() {
+        return Err(DdsError::Invalid(format!(
+            "key {text:?} does not split into the key fields"
+        )));
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for (f, p) in fields.iter().zip(parts) {
+        use cdr::FieldType as T;
+        let bad = || DdsError::Invalid(format!("key part {p:?} is not a {:?}", f.ty));
+        values.push(match f.ty {
+            T::String => Value::Str(p.to_owned()),
+            T::Bool => Value::Bool(p.parse().map_err(|_| bad())?),
+            T::Octet | T::Uint16 | T::Uint32 | T::Uint64 => Value::U(p.parse().map_err(|_| bad())?),
+            T::Int16 | T::Int32 | T::Int64 => Value::I(p.parse().map_err(|_| bad())?),
+            T::Float32 | T::Float64 => Value::F(p.parse().map_err(|_| bad())?),
+            T::Bytes => return Err(bad()),
+        });
+    }
+    InstanceKey::from_values(ty, &values)
+}
+
+impl DdsFace {
+    /// Joins the domain and starts serving the configured topics on a tokio runtime. Creates the
+    /// pools (and the ownership pools of EXCLUSIVE topics) when they do not exist.
+    pub async fn start<N: Node>(config: DdsConfig, node: Arc<N>) -> Result<DdsFace, DdsError> {
+        config.validate()?;
+        for t in &config.topic {
+            match node.create_pool(t.pool_config()).await {
+                Ok(()) => {}
+                Err(NodeError::PoolExists(p)) => {
+                    warn!("dds: pool {p} exists with another configuration; using it as it is")
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if t.ownership == OwnershipKind::Exclusive {
+                let owners = squall_storage::PoolConfig {
+                    name: t.owners_pool(),
+                    mode: Mode::Latest,
+                    durable: t.pool_config().durable,
+                    ..squall_storage::PoolConfig::default()
+                };
+                match node.create_pool(owners).await {
+                    Ok(()) | Err(NodeError::PoolExists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let participant = DomainParticipantBuilder::new(config.domain_id)
+            .with_only_networks(config.interfaces.clone())
+            .build()
+            .map_err(|e| DdsError::Dds(format!("participant: {e:?}")))?;
+        let default_qos = QosPolicyBuilder::new().build();
+        let publisher = participant
+            .create_publisher(&default_qos)
+            .map_err(|e| DdsError::Dds(format!("publisher: {e:?}")))?;
+        let subscriber = participant
+            .create_subscriber(&default_qos)
+            .map_err(|e| DdsError::Dds(format!("subscriber: {e:?}")))?;
+
+        let stats = Arc::new(DdsStats::default());
+        let mut topics = BTreeMap::new();
+        let mut readers = Vec::new();
+        for cfg in &config.topic {
+            let rq = reader_qos(cfg);
+            let topic = participant
+                .create_topic(
+                    cfg.name.clone(),
+                    cfg.type_name.clone(),
+                    &rq,
+                    TopicKind::WithKey,
+                )
+                .map_err(|e| DdsError::Dds(format!("topic {}: {e:?}", cfg.name)))?;
+            let reader = subscriber
+                .create_datareader::<RawSample, RawAdapter>(&topic, Some(rq))
+                .map_err(|e| DdsError::Dds(format!("reader {}: {e:?}", cfg.name)))?;
+            let wq = writer_qos(cfg);
+            let out_topic = if cfg.bridges_same_topic() {
+                topic
+            } else {
+                participant
+                    .create_topic(
+                        cfg.publish_topic().to_owned(),
+                        cfg.type_name.clone(),
+                        &wq,
+                        TopicKind::WithKey,
+                    )
+                    .map_err(|e| DdsError::Dds(format!("topic {}: {e:?}", cfg.publish_topic())))?
+            };
+            let writer = publisher
+                .create_datawriter::<RawSample, RawAdapter>(&out_topic, Some(wq))
+                .map_err(|e| DdsError::Dds(format!("writer {}: {e:?}", cfg.name)))?;
+            let rt = Arc::new(TopicRt {
+                cfg: cfg.clone(),
+                ty: Arc::new(cfg.type_desc()),
+                writer,
+                state: Mutex::new(TopicState::default()),
+            });
+            readers.push((Arc::clone(&rt), reader));
+            topics.insert(cfg.name.clone(), rt);
+        }
+        let shared = Arc::new(Shared {
+            node,
+            stats: Arc::clone(&stats),
+            own: rustdds::RTPSEntity::guid(&participant),
+            writers: StdMutex::new(BTreeMap::new()),
+            topics,
+        });
+
+        let mut tasks = Vec::new();
+        // Discovery first, so writer strengths are known as early as possible.
+        let status_listener = participant.status_listener();
+        let s = Arc::clone(&shared);
+        tasks.push(tokio::spawn(async move {
+            discovery_task(s, status_listener).await
+        }));
+        for (rt, reader) in readers {
+            let stream = Scoped::new(reader.async_sample_stream(), Arc::clone(&rt.ty));
+            let (s, r) = (Arc::clone(&shared), Arc::clone(&rt));
+            tasks.push(tokio::spawn(
+                async move { ingress_task(s, r, stream).await },
+            ));
+            let watch = shared.node.watch(
+                &rt.cfg.pool,
+                Selector::Prefix(String::new()),
+                WatchFrom::Now,
+            )?;
+            let (s, r) = (Arc::clone(&shared), rt);
+            tasks.push(tokio::spawn(async move { egress_task(s, r, watch).await }));
+        }
+        info!(
+            "dds: joined domain {} serving {} topic(s)",
+            config.domain_id,
+            config.topic.len()
+        );
+        Ok(DdsFace {
+            stats,
+            tasks,
+            participant,
+        })
+    }
+
+    /// The face's counters.
+    pub fn stats(&self) -> &Arc<DdsStats> {
+        &self.stats
+    }
+
+    /// The participant's GUID prefix as hex (for logs and tests).
+    pub fn participant_guid(&self) -> String {
+        writer_name(rustdds::RTPSEntity::guid(&self.participant))
+    }
+
+    /// Stops the face's tasks and leaves the domain.
+    pub fn shutdown(mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for DdsFace {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn discovery_task<N: Node>(
+    shared: Arc<Shared<N>>,
+    listener: rustdds::DomainParticipantStatusListener,
+) {
+    let mut events = listener.as_async_status_stream();
+    while let Some(ev) = events.next().await {
+        match ev {
+            Status::WriterDetected { writer } => {
+                if writer.guid.prefix == shared.own.prefix {
+                    continue;
+                }
+                if !shared.topics.contains_key(&writer.topic_name) {
+                    bump(&shared.stats.unknown_topic_writers);
+                    info!(
+                        "dds: writer {} on unconfigured topic {:?} (type {:?}) ignored",
+                        writer_name(writer.guid),
+                        writer.topic_name,
+                        writer.type_name
+                    );
+                    continue;
+                }
+                let strength = match writer.qos.ownership() {
+                    Some(policy::Ownership::Exclusive { strength }) => strength,
+                    _ => 0,
+                };
+                let mut w = shared.writers.lock().unwrap_or_else(|p| p.into_inner());
+                w.insert(
+                    writer.guid,
+                    WriterInfo {
+                        topic: writer.topic_name,
+                        strength,
+                        alive: true,
+                    },
+                );
+            }
+            Status::WriterLost { guid, reason } => {
+                info!("dds: writer {} lost ({reason:?})", writer_name(guid));
+                writers_lost(&shared, |g| *g == guid).await;
+            }
+            Status::ParticipantLost { id, reason } => {
+                info!("dds: participant {id:?} lost ({reason:?})");
+                writers_lost(&shared, |g| g.prefix == id).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Marks matching writers dead, releases what they owned and, on topics the face shares with
+/// DDS writers, takes over their instances so late joiners are still served.
+async fn writers_lost<N: Node>(shared: &Arc<Shared<N>>, which: impl Fn(&GUID) -> bool) {
+    let lost: Vec<(GUID, String)> = {
+        let mut w = shared.writers.lock().unwrap_or_else(|p| p.into_inner());
+        w.iter_mut()
+            .filter(|(g, i)| i.alive && which(g))
+            .map(|(g, i)| {
+                i.alive = false;
+                (*g, i.topic.clone())
+            })
+            .collect()
+    };
+    for (guid, topic) in lost {
+        bump(&shared.stats.writers_lost);
+        let Some(rt) = shared.topics.get(&topic) else {
+            continue;
+        };
+        let mut st = rt.state.lock().await;
+        let keys: Vec<String> = st
+            .instances
+            .iter()
+            .filter(|(_, i)| i.last_writer == Some(guid))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some(i) = st.instances.get_mut(&key) {
+                i.last_writer = None;
+            }
+            if rt.cfg.ownership == OwnershipKind::Exclusive {
+                release(shared, rt, &key, &writer_name(guid)).await;
+            }
+            if rt.cfg.bridges_same_topic() && rt.cfg.durability != Durability::Volatile {
+                st.orphans.insert(key);
+            }
+        }
+    }
+}
+
+/// Serves a newly matched reader the instances whose DDS writer is gone (the broker acts as
+/// the durability service). Each is written to that reader alone, so readers that were live
+/// when the writer left, and already hold the value from it, do not get it twice.
+async fn serve_late_joiner<N: Node>(shared: &Shared<N>, rt: &TopicRt, reader: GUID) {
+    let st = rt.state.lock().await;
+    for key in &st.orphans {
+        let e = match shared.node.get(&rt.cfg.pool, key) {
+            Ok(e) => e,
+            Err(NodeError::NotFound) => continue,
+            Err(err) => {
+                bump(&shared.stats.node_errors);
+                warn!("dds: late joiner: {key}: {err}");
+                continue;
+            }
+        };
+        let ts = us_to_timestamp(
+            e.version
+                .sensor_time_us
+                .unwrap_or(e.version.time.physical_us),
+        );
+        let opts = WriteOptionsBuilder::new()
+            .source_timestamp(ts)
+            .to_single_reader(reader)
+            .build();
+        let result = match sample_of(rt, &e) {
+            Ok(s) => rt
+                .writer
+                .async_write_with_options(s, opts)
+                .await
+                .map(|_| ())
+                .map_err(|err| format!("{err:?}")),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(()) => bump(&shared.stats.published),
+            Err(err) => {
+                bump(&shared.stats.write_errors);
+                warn!("dds: late joiner: {key} not served: {err}");
+            }
+        }
+    }
+}
+
+/// The sample of a stored value, as the face's writer sends it (XCDR1 LE).
+fn sample_of(rt: &TopicRt, e: &Entry) -> Result<RawSample, String> {
+    let (body, values) = rt
+        .ty
+        .to_xcdr1_le_body(&e.value)
+        .map_err(|err| err.to_string())?;
+    let k = InstanceKey::from_values(&rt.ty, &rt.ty.key_values(&values))
+        .map_err(|err| err.to_string())?;
+    if k.text != e.key {
+        return Err(format!(
+            "value's key {:?} differs from the store key",
+            k.text
+        ));
+    }
+    Ok(RawSample {
+        enc: cdr::CDR_LE,
+        body: Bytes::from(body),
+        key: k,
+    })
+}
+
+async fn release<N: Node>(shared: &Shared<N>, rt: &TopicRt, key: &str, owner: &str) {
+    let pool = rt.cfg.owners_pool();
+    for _ in 0..CLAIM_TRIES_MAX {
+        let Ok(e) = shared.node.get(&pool, key) else {
+            return;
+        };
+        let rec = OwnerRecord::from_bytes(&e.value);
+        if rec.owner.as_deref() != Some(owner) {
+            return;
+        }
+        let mut req = PutRequest::new(
+            pool.clone(),
+            key,
+            Bytes::from(OwnerRecord::released().to_bytes()),
+        );
+        req.expect = Expect::Version(e.version.key_version);
+        match shared.node.put(req).await {
+            Ok(_) => {
+                bump(&shared.stats.ownership_changes);
+                info!("dds: {owner} released {}/{key}", rt.cfg.pool);
+                return;
+            }
+            Err(NodeError::Conflict { .. }) => continue,
+            Err(err) => {
+                bump(&shared.stats.node_errors);
+                warn!("dds: release of {key}: {err}");
+                return;
+            }
+        }
+    }
+}
+
+impl<N: Node> Shared<N> {
+    fn owner_alive(&self, rec: &OwnerRecord) -> bool {
+        match rec.owner.as_deref() {
+            None => false,
+            Some("editor") => rec.lease_until_us.is_some_and(|t| t > now_us()),
+            Some(name) => {
+                let w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+                w.iter().any(|(g, i)| i.alive && writer_name(*g) == name)
+            }
+        }
+    }
+
+    /// The discovered strength of a writer, waiting briefly for discovery to catch up.
+    async fn writer_strength(&self, g: GUID) -> i32 {
+        let deadline = tokio::time::Instant::now() + StdDuration::from_millis(DISCOVERY_WAIT_MS);
+        loop {
+            if let Some(i) = self
+                .writers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&g)
+            {
+                return i.strength;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    "dds: writer {} not discovered yet; strength 0",
+                    writer_name(g)
+                );
+                return 0;
+            }
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+    }
+
+    /// Decides, in the store, whether `claimant` may write the instance `key` now.
+    async fn claim(
+        &self,
+        rt: &TopicRt,
+        key: &str,
+        claimant: &str,
+        strength: i32,
+        lease_until_us: Option<u64>,
+    ) -> Result<bool, NodeError> {
+        let pool = rt.cfg.owners_pool();
+        for _ in 0..CLAIM_TRIES_MAX {
+            let (rec, expect) = match self.node.get(&pool, key) {
+                Ok(e) => (
+                    Some(OwnerRecord::from_bytes(&e.value)),
+                    Expect::Version(e.version.key_version),
+                ),
+                Err(NodeError::NotFound) => (None, Expect::Absent),
+                Err(e) => return Err(e),
+            };
+            let alive = rec.as_ref().is_some_and(|r| self.owner_alive(r));
+            match arbitrate(rec.as_ref(), claimant, strength, alive) {
+                Claim::Accept => {
+                    if lease_until_us.is_none() {
+                        return Ok(true);
+                    }
+                }
+                Claim::Reject => return Ok(false),
+                Claim::TakeOver => {}
+            }
+            // Take over (or, for an editor, renew its lease) by a conditional put.
+            let rec = OwnerRecord::claim(claimant, strength, lease_until_us);
+            let mut req = PutRequest::new(pool.clone(), key, Bytes::from(rec.to_bytes()));
+            req.expect = expect;
+            match self.node.put(req).await {
+                Ok(_) => {
+                    bump(&self.stats.ownership_changes);
+                    return Ok(true);
+                }
+                Err(NodeError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(NodeError::Overloaded(format!(
+            "ownership of {key} keeps changing"
+        )))
+    }
+}
+
+async fn ingress_task<N: Node, S>(shared: Arc<Shared<N>>, rt: Arc<TopicRt>, mut stream: Scoped<S>)
+where
+    S: futures_util::Stream<
+            Item = rustdds::dds::result::ReadResult<rustdds::with_key::DataSample<RawSample>>,
+        > + Unpin,
+{
+    while let Some(item) = stream.next().await {
+        let ds = match item {
+            Ok(ds) => ds,
+            Err(e) => {
+                bump(&shared.stats.samples_received);
+                bump(&shared.stats.undecodable);
+                warn!("dds: topic {}: sample dropped: {e}", rt.cfg.name);
+                continue;
+            }
+        };
+        let info = ds.sample_info().clone();
+        let writer = info.writer_guid();
+        if writer.prefix == shared.own.prefix {
+            continue; // our own writer: never loop back
+        }
+        bump(&shared.stats.samples_received);
+        let sensor_time_us = info.source_timestamp().map(timestamp_to_us);
+        match ds.into_value() {
+            Sample::Value(raw) => on_sample(&shared, &rt, writer, raw, sensor_time_us).await,
+            Sample::Dispose(key) => on_dispose(&shared, &rt, writer, key, sensor_time_us).await,
+        }
+    }
+}
+
+/// Checks the store key of an instance: valid, and not already used by another instance.
+fn check_key(stats: &DdsStats, rt: &TopicRt, st: &TopicState, key: &InstanceKey) -> bool {
+    let ok_text = !key.text.is_empty() && key.text.len() <= KEY_BYTES_MAX;
+    let collides = st
+        .instances
+        .get(&key.text)
+        .is_some_and(|i| i.key.hash != key.hash);
+    if !ok_text
+        || collides
+        || (st.instances.len() >= INSTANCES_MAX && !st.instances.contains_key(&key.text))
+    {
+        bump(&stats.key_collisions);
+        warn!(
+            "dds: topic {}: instance {:?} rejected ({})",
+            rt.cfg.name,
+            key.text,
+            if collides {
+                "store key used by another instance"
+            } else {
+                "invalid store key or instance limit"
+            }
+        );
+        return false;
+    }
+    true
+}
+
+async fn on_sample<N: Node>(
+    shared: &Shared<N>,
+    rt: &TopicRt,
+    writer: GUID,
+    raw: RawSample,
+    sensor_time_us: Option<u64>,
+) {
+    let mut st = rt.state.lock().await;
+    if !check_key(&shared.stats, rt, &st, &raw.key) {
+        return;
+    }
+    let key = raw.key.text.clone();
+    if rt.cfg.ownership == OwnershipKind::Exclusive {
+        let strength = shared.writer_strength(writer).await;
+        match shared
+            .claim(rt, &key, &writer_name(writer), strength, None)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                bump(&shared.stats.ownership_rejected);
+                return;
+            }
+            Err(e) => {
+                bump(&shared.stats.node_errors);
+                warn!("dds: ownership of {key}: {e}");
+                return;
+            }
+        }
+    }
+    let mut req = PutRequest::new(rt.cfg.pool.clone(), key.clone(), raw.to_stored());
+    req.sensor_time_us = sensor_time_us;
+    match shared.node.put(req).await {
+        Ok(v) => {
+            bump(&shared.stats.samples_stored);
+            st.own.entry(key.clone()).or_default().insert(v.key_version);
+            st.orphans.remove(&key);
+            st.instances.insert(
+                key.clone(),
+                Instance {
+                    key: raw.key,
+                    last_writer: Some(writer),
+                },
+            );
+            if let Some(n) = rt.cfg.keep_versions() {
+                let before = v.next_key_version().saturating_sub(u64::from(n));
+                if before > 0 {
+                    if let Err(e) = shared.node.truncate(&rt.cfg.pool, &key, before).await {
+                        bump(&shared.stats.node_errors);
+                        warn!("dds: truncate {key}: {e}");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            bump(&shared.stats.node_errors);
+            warn!("dds: store {}/{key}: {e}", rt.cfg.pool);
+        }
+    }
+}
+
+async fn on_dispose<N: Node>(
+    shared: &Shared<N>,
+    rt: &TopicRt,
+    writer: GUID,
+    key: InstanceKey,
+    sensor_time_us: Option<u64>,
+) {
+    let mut st = rt.state.lock().await;
+    if !check_key(&shared.stats, rt, &st, &key) {
+        return;
+    }
+    let text = key.text.clone();
+    let name = writer_name(writer);
+    if rt.cfg.ownership == OwnershipKind::Exclusive {
+        let strength = shared.writer_strength(writer).await;
+        match shared.claim(rt, &text, &name, strength, None).await {
+            Ok(true) => {}
+            Ok(false) => {
+                bump(&shared.stats.ownership_rejected);
+                return;
+            }
+            Err(e) => {
+                bump(&shared.stats.node_errors);
+                warn!("dds: ownership of {text}: {e}");
+                return;
+            }
+        }
+    }
+    let mut req = PutRequest::new(rt.cfg.pool.clone(), text.clone(), Bytes::new());
+    req.tombstone = true;
+    req.sensor_time_us = sensor_time_us;
+    match shared.node.put(req).await {
+        Ok(v) => {
+            bump(&shared.stats.disposes_stored);
+            st.own
+                .entry(text.clone())
+                .or_default()
+                .insert(v.key_version);
+            st.orphans.remove(&text);
+            st.instances.insert(
+                text.clone(),
+                Instance {
+                    key,
+                    last_writer: None,
+                },
+            );
+        }
+        Err(e) => {
+            bump(&shared.stats.node_errors);
+            warn!("dds: dispose {}/{text}: {e}", rt.cfg.pool);
+            return;
+        }
+    }
+    drop(st);
+    if rt.cfg.ownership == OwnershipKind::Exclusive {
+        release(shared, rt, &text, &name).await;
+    }
+}
+
+async fn egress_task<N: Node, W: WatchStream>(
+    shared: Arc<Shared<N>>,
+    rt: Arc<TopicRt>,
+    mut watch: W,
+) {
+    if rt.cfg.durability != Durability::Volatile {
+        prime(&shared, &rt).await;
+    }
+    let mut status = rt.writer.as_async_status_stream();
+    loop {
+        let ev = tokio::select! {
+            ev = watch.next() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            st = status.next() => {
+                if let Some(DataWriterStatus::PublicationMatched { reader, current, .. }) = st {
+                    if current.count_change() > 0 {
+                        serve_late_joiner(&shared, &rt, reader).await;
+                    }
+                }
+                continue;
+            }
+        };
+        let entry = match ev {
+            WatchEvent::Update(e) => e,
+            WatchEvent::Lagged(n) => {
+                warn!(
+                    "dds: topic {}: watch lagged, {n} update(s) not published",
+                    rt.cfg.name
+                );
+                continue;
+            }
+        };
+        let mut st = rt.state.lock().await;
+        let from_dds = st
+            .own
+            .get_mut(&entry.key)
+            .is_some_and(|s| s.remove(&entry.version.key_version));
+        if st.own.get(&entry.key).is_some_and(BTreeSet::is_empty) {
+            st.own.remove(&entry.key);
+        }
+        if from_dds && rt.cfg.bridges_same_topic() {
+            bump(&shared.stats.loops_suppressed);
+            continue;
+        }
+        if !from_dds && rt.cfg.ownership == OwnershipKind::Exclusive {
+            // An edit from another face: it holds the instance with the editor strength.
+            let lease = now_us().saturating_add(rt.cfg.editor_lease_ms.saturating_mul(1000));
+            match shared
+                .claim(
+                    &rt,
+                    &entry.key,
+                    "editor",
+                    rt.cfg.editor_strength,
+                    Some(lease),
+                )
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    bump(&shared.stats.ownership_rejected);
+                    warn!(
+                        "dds: edit of {}/{} v{} not published: a stronger DDS writer owns it",
+                        rt.cfg.pool, entry.key, entry.version.key_version
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    bump(&shared.stats.node_errors);
+                    warn!("dds: ownership of {}: {e}", entry.key);
+                    continue;
+                }
+            }
+        }
+        publish(&shared, &rt, &mut st, &entry).await;
+    }
+}
+
+/// Publishes what the store holds when the face starts, so late joiners are served even
+/// after a broker restart.
+async fn prime<N: Node>(shared: &Shared<N>, rt: &TopicRt) {
+    let keys = match shared.node.keys(&rt.cfg.pool, "") {
+        Ok(k) => k,
+        Err(e) => {
+            bump(&shared.stats.node_errors);
+            warn!("dds: listing {}: {e}", rt.cfg.pool);
+            return;
+        }
+    };
+    let mut st = rt.state.lock().await;
+    for key in keys {
+        let entries = match rt.cfg.keep_versions() {
+            Some(n) => shared.node.bounds(&rt.cfg.pool, &key).and_then(|b| {
+                let from = b.next.saturating_sub(u64::from(n)).max(b.start);
+                shared
+                    .node
+                    .read_from(&rt.cfg.pool, &key, from, usize::MAX, n as usize)
+            }),
+            None => shared.node.get(&rt.cfg.pool, &key).map(|e| vec![e]),
+        };
+        match entries {
+            Ok(es) => {
+                for e in es.iter().filter(|e| !e.tombstone) {
+                    publish(shared, rt, &mut st, e).await;
+                }
+            }
+            Err(NodeError::NotFound) => {}
+            Err(e) => {
+                bump(&shared.stats.node_errors);
+                warn!("dds: priming {key}: {e}");
+            }
+        }
+    }
+}
+
+/// Publishes one stored version (a value or a tombstone), at most once per version.
+async fn publish<N: Node>(shared: &Shared<N>, rt: &TopicRt, st: &mut TopicState, e: &Entry) {
+    if st
+        .published
+        .get(&e.key)
+        .is_some_and(|v| *v >= e.version.key_version)
+    {
+        return;
+    }
+    let ts = us_to_timestamp(
+        e.version
+            .sensor_time_us
+            .unwrap_or(e.version.time.physical_us),
+    );
+    let result = if e.tombstone {
+        let key = match st.instances.get(&e.key) {
+            Some(i) => Ok(i.key.clone()),
+            None => key_from_text(&rt.ty, &e.key),
+        };
+        match key {
+            Ok(k) => rt
+                .writer
+                .dispose(&k, Some(ts))
+                .map_err(|err| format!("{err:?}")),
+            Err(err) => Err(err.to_string()),
+        }
+    } else {
+        match sample_of(rt, e) {
+            Ok(s) => {
+                if !st.instances.contains_key(&e.key) && st.instances.len() < INSTANCES_MAX {
+                    st.instances.insert(
+                        e.key.clone(),
+                        Instance {
+                            key: s.key.clone(),
+                            last_writer: None,
+                        },
+                    );
+                }
+                rt.writer
+                    .async_write(s, Some(ts))
+                    .await
+                    .map_err(|err| format!("{err:?}"))
+            }
+            Err(err) => Err(err),
+        }
+    };
+    match result {
+        Ok(()) => {
+            bump(&shared.stats.published);
+            st.orphans.remove(&e.key);
+            st.published.insert(e.key.clone(), e.version.key_version);
+        }
+        Err(err) => {
+            bump(&shared.stats.write_errors);
+            warn!(
+                "dds: topic {}: version {} of {} not published: {err}",
+                rt.cfg.publish_topic(),
+                e.version.key_version,
+                e.key
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtps_time_round_trips_to_the_microsecond() {
+        for us in [0u64, 1, 999_999, 1_000_000, 1_795_304_284_699_642] {
+            assert_eq!(timestamp_to_us(us_to_timestamp(us)), us, "{us}");
+        }
+    }
+}
