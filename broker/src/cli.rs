@@ -354,7 +354,10 @@ mod tests {
         assert_eq!(parse_time("12345").expect("int"), 12345);
         let now = parse_time("now").expect("now");
         let ago = parse_time("now-10s").expect("rel");
-        assert!(now.abs_diff(ago).abs_diff(10_000_000) < 1_000_000, "{now} {ago}");
+        assert!(
+            now.abs_diff(ago).abs_diff(10_000_000) < 1_000_000,
+            "{now} {ago}"
+        );
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("now-5y").is_err());
         assert_eq!(seg("a/b c"), "a%2Fb%20c");
