@@ -17,7 +17,9 @@ pub struct Config {
     /// The store.
     pub storage: StorageSection,
     // Kafka face (issue 4): the kafka helper adds its `[kafka]` section here.
-    // DDS face (issue 5): the dds helper adds its `[dds]` section here.
+    /// The DDS face (`[dds]`, `[[dds.topic]]`; see docs/DDS.md). Joins the domain only when
+    /// at least one topic is configured.
+    pub dds: squall_protocols::dds::DdsConfig,
 }
 
 /// When the log fsyncs.
@@ -76,6 +78,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./squall-data"),
             http: HttpConfig::default(),
             storage: StorageSection::default(),
+            dds: squall_protocols::dds::DdsConfig::default(),
         }
     }
 }
@@ -135,6 +138,7 @@ impl Config {
             );
         }
         self.http.validate()?;
+        self.dds.validate().map_err(|e| e.to_string())?;
         if self.storage.shards == 0 || self.storage.shards > 4096 {
             return Err(format!(
                 "storage.shards = {} is out of range: use 1..=4096",

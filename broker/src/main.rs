@@ -8,6 +8,7 @@
 mod bench;
 mod cli;
 mod config;
+mod dds;
 mod node;
 mod serve;
 

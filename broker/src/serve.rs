@@ -20,6 +20,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .context("registering the node's metrics")?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
 
+    // DDS face (issue 5): joins the domain when [[dds.topic]] is configured.
+    let dds_face = crate::dds::start(&cfg.dds, node.clone(), &registry).await?;
+
     // HTTP face (and /metrics).
     let scrape_node = node.clone();
     let face = HttpFace::new(
@@ -59,6 +62,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     for f in faces {
         f.await.context("face task failed")??;
+    }
+    if let Some(f) = dds_face {
+        f.shutdown();
     }
     node.close()
         .await

@@ -26,6 +26,11 @@ const NETNS_ENV: &str = "SQUALL_DDS_NETNS";
 /// the copy inside the namespace (run the body), `false` when the outer copy has already run it
 /// (and asserted its success) or the machine cannot make namespaces (skipped, loudly).
 pub fn in_netns(test_name: &str) -> bool {
+    in_netns_with(test_name, &[])
+}
+
+/// [`in_netns`], passing extra environment variables to the copy inside.
+pub fn in_netns_with(test_name: &str, env: &[(&str, &str)]) -> bool {
     if std::env::var_os(NETNS_ENV).is_some() {
         return true;
     }
@@ -65,6 +70,7 @@ pub fn in_netns(test_name: &str) -> bool {
             .arg(exe)
             .args(["--exact", test_name, "--nocapture", "--test-threads", "1"])
             .env(NETNS_ENV, &ns)
+            .envs(env.iter().copied())
             .status()
     } else {
         Err(std::io::Error::other(

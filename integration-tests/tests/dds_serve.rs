@@ -1,0 +1,266 @@
+//! The DDS face as `squall serve` runs it (real binary, real store, `[[dds.topic]]` from a TOML
+//! config), with Cyclone DDS peers, in a private network namespace:
+//! * Cyclone writer → Squall → HTTP: every version stored as CDR, readable by version and by
+//!   time (`?at=`, platform and sensor clock), and a late-joining Cyclone reader served by the
+//!   broker after the writer exited; the DDS counters are on `/metrics`;
+//! * HTTP put (the CDR bytes of a JSON-described sample) → Squall → a live Cyclone reader, once,
+//!   and HTTP delete → a dispose; a value that does not decode for the topic's type is stored
+//!   by HTTP (which knows no types) but not published, and counted, with no effect on others.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod dds_support;
+
+use std::time::{Duration, Instant};
+
+use dds_support::{flight_topic, in_netns_with, Peer};
+use squall_integration_tests::{http_agent, squall_bin, Squall};
+
+const CONFIG: &str = r#"
+[dds]
+domain_id = 0
+interfaces = ["127.0.0.1"]
+
+[[dds.topic]]
+name = "FlightPlan"
+type_name = "FlightPlan"
+pool = "flightplans"
+durability = "transient_local"
+history = "keep_all"
+reliability = "reliable"
+fields = [
+  { name = "flight_id", type = "string", key = true },
+  { name = "version", type = "uint64" },
+  { name = "route", type = "string" },
+]
+"#;
+
+struct Http {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    fn req(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let b = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        let mut resp = self.agent.run(b.body(body.to_vec()).unwrap()).unwrap();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 26)
+            .read_to_vec()
+            .unwrap();
+        (resp.status().as_u16(), headers, body)
+    }
+}
+
+fn header(h: &[(String, String)], name: &str) -> Option<u64> {
+    h.iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+fn start_squall(dir: &tempfile::TempDir) -> (Squall, Http) {
+    let cfg = dir.path().join("squall.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let node = Squall::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .unwrap();
+    assert!(
+        node.output_text().contains("squall: dds joined domain 0"),
+        "{}",
+        node.output_text()
+    );
+    let http = Http {
+        base: node.http_url(),
+        agent: http_agent(),
+    };
+    (node, http)
+}
+
+fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn bin_env() -> String {
+    squall_bin().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn serve_cyclone_writer_to_http_reads_and_late_joiner() {
+    let bin = bin_env();
+    if !in_netns_with(
+        "serve_cyclone_writer_to_http_reads_and_late_joiner",
+        &[("SQUALL_BIN", &bin)],
+    ) {
+        return;
+    }
+    let ty = flight_topic("FlightPlan", "flightplans").type_desc();
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, http) = start_squall(&dir);
+
+    let mut w = Peer::start(
+        "writer",
+        &[
+            "pub",
+            "--key",
+            "FP1",
+            "--count",
+            "3",
+            "--interval-ms",
+            "300",
+            "--transient-local",
+            "--linger-s",
+            "0.3",
+        ],
+    );
+    w.wait_exit(Duration::from_secs(20));
+    poll(Duration::from_secs(10), "FP1 R-3 over HTTP", || {
+        let (s, _, b) = http.req("GET", "/v1/pools/flightplans/keys/FP1", b"");
+        (s == 200 && ty.to_json(&b).ok()?["route"] == "R-3").then_some(())
+    });
+    for v in 0..3u64 {
+        let (s, h, b) = http.req(
+            "GET",
+            &format!("/v1/pools/flightplans/keys/FP1?version={v}"),
+            b"",
+        );
+        assert_eq!(s, 200);
+        assert_eq!(
+            &b[0..2],
+            &[0x00, 0x01],
+            "stored as the wire CDR with its header"
+        );
+        assert_eq!(ty.to_json(&b).unwrap()["route"], format!("R-{}", v + 1));
+        let t = header(&h, "squall-time").unwrap();
+        let st = header(&h, "squall-sensor-time").expect("source timestamp as sensor time");
+        // 100 ms after version v (the next one is 300 ms later), by either clock, reads v.
+        for (clock, at) in [("platform", t + 100_000), ("sensor", st + 100_000)] {
+            let (s, h2, _) = http.req(
+                "GET",
+                &format!("/v1/pools/flightplans/keys/FP1?at={at}&clock={clock}&wait_ms=3000"),
+                b"",
+            );
+            assert_eq!(s, 200, "{clock} at {at}");
+            assert_eq!(header(&h2, "squall-version"), Some(v), "{clock} at {at}");
+        }
+    }
+    // The writer is gone; a late joiner is served the current value by the broker.
+    let r = Peer::start(
+        "late-reader",
+        &[
+            "sub",
+            "--transient-local",
+            "--seconds",
+            "8",
+            "--expect",
+            "1",
+        ],
+    );
+    r.wait_line(Duration::from_secs(15), |l| l.starts_with("done"));
+    let got: Vec<_> = r
+        .samples()
+        .into_iter()
+        .filter(|s| s["valid"] == true)
+        .collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["route"], "R-3");
+    let (_, _, m) = http.req("GET", "/metrics", b"");
+    let m = String::from_utf8_lossy(&m);
+    assert!(
+        m.contains("squall_dds_samples_stored_total 3"),
+        "metrics:\n{m}"
+    );
+}
+
+#[test]
+fn serve_http_put_to_cyclone_reader_and_bad_values_counted() {
+    let bin = bin_env();
+    if !in_netns_with(
+        "serve_http_put_to_cyclone_reader_and_bad_values_counted",
+        &[("SQUALL_BIN", &bin)],
+    ) {
+        return;
+    }
+    let ty = flight_topic("FlightPlan", "flightplans").type_desc();
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, http) = start_squall(&dir);
+
+    let r = Peer::start("reader", &["sub", "--transient-local", "--seconds", "20"]);
+    r.wait_line(Duration::from_secs(10), |l| l == "ready");
+    std::thread::sleep(Duration::from_millis(1500));
+    for v in 1..=2u64 {
+        let j =
+            serde_json::json!({"flight_id": "AF447", "version": v, "route": format!("HTTP-{v}")});
+        let (s, _, _) = http.req(
+            "PUT",
+            "/v1/pools/flightplans/keys/AF447",
+            &ty.from_json(&j).unwrap(),
+        );
+        assert_eq!(s, 200);
+    }
+    // Bad values: not CDR at all, and CDR of the wrong instance key.
+    let (s, _, _) = http.req(
+        "PUT",
+        "/v1/pools/flightplans/keys/JUNK",
+        b"not a flight plan",
+    );
+    assert_eq!(s, 200, "HTTP stores bytes as they are");
+    let other = serde_json::json!({"flight_id": "ZZ1", "version": 1, "route": "X"});
+    let (s, _, _) = http.req(
+        "PUT",
+        "/v1/pools/flightplans/keys/AF448",
+        &ty.from_json(&other).unwrap(),
+    );
+    assert_eq!(s, 200);
+    let (s, _, _) = http.req("DELETE", "/v1/pools/flightplans/keys/AF447", b"");
+    assert_eq!(s, 200);
+    poll(
+        Duration::from_secs(10),
+        "AF447 disposed at the reader",
+        || {
+            r.samples()
+                .iter()
+                .any(|s| s["key"] == "AF447" && s["state"] == "disposed")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let valid: Vec<_> = r
+        .samples()
+        .into_iter()
+        .filter(|s| s["valid"] == true)
+        .collect();
+    let routes: Vec<_> = valid
+        .iter()
+        .map(|s| s["route"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        routes,
+        vec!["HTTP-1", "HTTP-2"],
+        "each put once, in order; bad values not published"
+    );
+    let (_, _, m) = http.req("GET", "/metrics", b"");
+    let m = String::from_utf8_lossy(&m);
+    assert!(
+        m.contains("squall_dds_write_errors_total 2"),
+        "metrics:\n{m}"
+    );
+    assert!(m.contains("squall_dds_published_total 3"), "metrics:\n{m}");
+}
