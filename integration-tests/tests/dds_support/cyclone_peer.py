@@ -37,6 +37,24 @@ class FlightPlan(IdlStruct, typename="FlightPlan"):
     route: str
 
 
+@dataclass
+class BadPlan(IdlStruct, typename="FlightPlan"):
+    """Same type name as FlightPlan, different layout: does not decode as a FlightPlan."""
+    flight_id: str
+    key("flight_id")
+    version: types.uint8
+
+
+@dataclass
+class Pair(IdlStruct, typename="Pair"):
+    """Two key fields: ("x/y", "z") and ("x", "y/z") are two instances with one store key."""
+    a: str
+    key("a")
+    b: str
+    key("b")
+    v: str
+
+
 def qos_of(args, writer):
     policies = [
         Policy.Reliability.Reliable(duration(seconds=1)),
@@ -55,6 +73,28 @@ def qos_of(args, writer):
 
 def say(line):
     print(line, flush=True)
+
+
+def run_other(args):
+    """`badpub`: BadPlan samples; `pairpub`: two Pair instances whose store keys collide."""
+    dp = DomainParticipant(args.domain)
+    ty = BadPlan if args.mode == "badpub" else Pair
+    tp = Topic(dp, args.topic, ty)
+    wr = DataWriter(dp, tp, qos=qos_of(args, True))
+    deadline = time.time() + args.match_timeout_s
+    while wr.get_matched_subscriptions() == [] and time.time() < deadline:
+        time.sleep(0.02)
+    say(f"matched {len(wr.get_matched_subscriptions())}")
+    for i in range(args.count):
+        if ty is BadPlan:
+            wr.write(BadPlan(flight_id=args.key, version=i % 256))
+        else:
+            wr.write(Pair(a="x/y", b="z", v=f"first-{i}"))
+            wr.write(Pair(a="x", b="y/z", v=f"second-{i}"))
+        say(f"wrote {i}")
+        time.sleep(args.interval_ms / 1000.0)
+    time.sleep(args.linger_s)
+    say("exit")
 
 
 def run_pub(args):
@@ -113,7 +153,7 @@ def run_sub(args):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["pub", "sub"])
+    p.add_argument("mode", choices=["pub", "sub", "badpub", "pairpub"])
     p.add_argument("--domain", type=int, default=0)
     p.add_argument("--topic", default="FlightPlan")
     p.add_argument("--key", default="FP1")
@@ -134,6 +174,8 @@ def main():
     args = p.parse_args()
     if args.mode == "pub":
         run_pub(args)
+    elif args.mode in ("badpub", "pairpub"):
+        run_other(args)
     else:
         run_sub(args)
     return 0
