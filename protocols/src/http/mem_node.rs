@@ -21,6 +21,10 @@ struct Inner {
 pub(crate) struct MemNode {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<(String, Entry)>,
+    /// How far the stable frontier trails the clock (µs), to test "not yet stable".
+    pub(crate) frontier_lag_us: std::sync::atomic::AtomicU64,
+    /// Writes fail as a full disk would, to test the error path.
+    pub(crate) disk_full: std::sync::atomic::AtomicBool,
 }
 
 impl MemNode {
@@ -28,6 +32,8 @@ impl MemNode {
         MemNode {
             inner: Mutex::new(Inner::default()),
             tx: broadcast::channel(1024).0,
+            frontier_lag_us: std::sync::atomic::AtomicU64::new(0),
+            disk_full: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -121,11 +127,13 @@ impl MemNode {
 
     async fn wait_stable(&self, at_us: u64, wait: Duration) -> Result<(), NodeError> {
         let deadline = tokio::time::Instant::now() + wait;
-        while now_us() <= at_us {
+        let lag = &self.frontier_lag_us;
+        let frontier = || now_us().saturating_sub(lag.load(std::sync::atomic::Ordering::Relaxed));
+        while frontier() <= at_us {
             if tokio::time::Instant::now() >= deadline {
                 return Err(NodeError::NotYetStable {
                     at_us,
-                    frontier_us: now_us(),
+                    frontier_us: frontier(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -180,6 +188,11 @@ impl Node for MemNode {
     }
 
     async fn put(&self, req: PutRequest) -> Result<Version, NodeError> {
+        if self.disk_full.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(NodeError::Storage(
+                "io error on log/00000000.seg: No space left on device (os error 28)".into(),
+            ));
+        }
         let tx = self.tx.clone();
         self.with(|i| {
             let cfg = i

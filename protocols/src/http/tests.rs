@@ -16,16 +16,22 @@ use super::wire::{PutReply, SnapshotReply};
 use super::{HttpConfig, HttpFace};
 
 fn face() -> (Router, tokio::sync::watch::Sender<bool>) {
+    let (r, tx, _) = face_with_node();
+    (r, tx)
+}
+
+fn face_with_node() -> (Router, tokio::sync::watch::Sender<bool>, Arc<MemNode>) {
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let node = Arc::new(MemNode::new());
     let f = HttpFace::new(
-        Arc::new(MemNode::new()),
+        node.clone(),
         HttpConfig::default(),
         prometheus::Registry::new(),
         None,
         rx,
     )
     .expect("face");
-    (f.router(), tx)
+    (f.router(), tx, node)
 }
 
 async fn call(
@@ -502,4 +508,48 @@ async fn replay_window_in_order() {
         })
         .collect();
     assert_eq!(got, vec![("b".to_string(), 0), ("a".to_string(), 1)]);
+}
+
+#[tokio::test]
+async fn a_time_not_yet_stable_gets_503_with_retry_after() {
+    let (r, _sd, node) = face_with_node();
+    make_pool(&r, r#"{"name":"p","durable":false}"#).await;
+    node.frontier_lag_us
+        .store(10_000_000, std::sync::atomic::Ordering::Relaxed);
+    let at = super::now_us() - 1_000_000;
+    let (s, h, b) = call(
+        &r,
+        "GET",
+        &format!("/v1/pools/p/keys/k?at={at}&wait_ms=20"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h["retry-after"], "1");
+    let v = json(&b);
+    assert_eq!(v["error"], "not_yet_stable");
+    assert_eq!(v["at_us"], at);
+    assert!(v["frontier_us"].as_u64().is_some_and(|f| f < at), "{v}");
+}
+
+#[tokio::test]
+async fn a_full_disk_gets_507_and_stores_nothing() {
+    let (r, _sd, node) = face_with_node();
+    make_pool(&r, r#"{"name":"p","durable":true}"#).await;
+    call(&r, "PUT", "/v1/pools/p/keys/k", &[], b"kept").await;
+    node.disk_full
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (s, _, b) = call(&r, "PUT", "/v1/pools/p/keys/k", &[], b"lost").await;
+    assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE);
+    let v = json(&b);
+    assert_eq!(v["error"], "storage_failure");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("No space left")),
+        "{v}"
+    );
+    let (s, _, b) = call(&r, "GET", "/v1/pools/p/keys/k", &[], b"").await;
+    assert_eq!((s, b.as_slice()), (StatusCode::OK, &b"kept"[..]));
 }
