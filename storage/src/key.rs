@@ -22,7 +22,6 @@ pub(crate) struct Stored {
     pub tombstone: bool,
     pub compaction_key: Option<Bytes>,
     /// Log sequence number of the record that holds it, or [`NO_LSN`].
-    #[allow(dead_code)] // read by log retention (next step)
     pub lsn: u64,
     /// Removed by compaction; kept as a placeholder until the next sweep so indexes stay sorted.
     pub dead: bool,
@@ -150,8 +149,16 @@ impl KeyState {
     /// the same compaction key dies.
     pub fn push(&mut self, stored: Stored, compact: bool) {
         let v = stored.version;
-        self.next = v.next_key_version();
-        self.newest = Some((v.key_version, stored.tombstone));
+        // `max`: recovery may replay entries under counters a checkpoint already set.
+        self.next = self.next.max(v.next_key_version());
+        if self.newest.is_none_or(|(kv, _)| kv <= v.key_version) {
+            self.newest = Some((v.key_version, stored.tombstone));
+        }
+        if self.entries.is_empty() {
+            // Normally start == v.key_version already; in recovery after log retention the
+            // first replayed entry is where the kept history starts.
+            self.start = self.start.max(v.key_version);
+        }
         if compact {
             if let Some(ck) = &stored.compaction_key {
                 if let Some(old) = self.compaction.insert(ck.clone(), v.key_version) {
@@ -282,7 +289,6 @@ impl KeyState {
         self.sweep();
     }
 
-    #[allow(dead_code)] // used by log retention and its tests (next step)
     /// Smallest lsn among kept entries ([`NO_LSN`] if none).
     pub fn min_lsn(&self) -> u64 {
         self.entries

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::config::StoreConfig;
 use crate::error::StorageError;
 use crate::key::{KeyState, Stored, NO_LSN};
-use crate::log::{Log, LogConfig, Record, RecordBody};
+use crate::log::{Checkpoint, KeyMark, Log, LogConfig, Record, RecordBody};
 use crate::shard::{Fnv, PoolKeys, RingEvent, Shard};
 use crate::types::*;
 use crate::watch::Watch;
@@ -133,7 +133,7 @@ impl Store {
     /// A store backed by a durable log in `log_config.dir`: recovers what the log holds (a torn
     /// tail is cut off; a corrupt record mid-segment is an error naming file and offset).
     pub fn open(config: StoreConfig, log_config: LogConfig) -> Result<Store, StorageError> {
-        let (log, records) = Log::open(log_config)?;
+        let (log, checkpoint, records) = Log::open(log_config)?;
         let store = Store::build(config, Some(log))?;
         if let Some(log) = &store.log {
             // After each group commit, tell the driver every shard may have moved.
@@ -147,6 +147,9 @@ impl Store {
                     }
                 }
             }));
+        }
+        if let Some(c) = checkpoint {
+            store.load_checkpoint(c)?;
         }
         for rec in records {
             store.recover(rec)?;
@@ -420,7 +423,10 @@ impl Store {
                 let rec = Record {
                     shard: s.id,
                     stamp,
-                    body: RecordBody::DeletePool { pool: pool.clone() },
+                    body: RecordBody::DeletePool {
+                        pool: pool.clone(),
+                        pool_id: p.id,
+                    },
                     lsn: 0,
                 };
                 let lsn = self.log_append(&rec)?;
@@ -500,6 +506,7 @@ impl Store {
                         stamp,
                         body: RecordBody::Put {
                             pool: pool.clone(),
+                            pool_id: p.id,
                             key: key.clone(),
                             version,
                             value: stored.value.clone(),
@@ -550,6 +557,7 @@ impl Store {
                         stamp,
                         body: RecordBody::Truncate {
                             pool: pool.clone(),
+                            pool_id: p.id,
                             key: key.clone(),
                             before,
                         },
@@ -653,38 +661,78 @@ impl Store {
         s.ring_push(event, events_max, bytes_max);
     }
 
-    /// Replays one recovered log record.
+    /// Installs a checkpoint (before the records from its cut on are replayed).
+    fn load_checkpoint(&self, c: Checkpoint) -> Result<(), StorageError> {
+        for (sid, stamp) in c.stamps {
+            let mut s = write(self.shard(sid)?);
+            if stamp > s.last {
+                s.last = stamp;
+            }
+        }
+        {
+            let mut pools = write(&self.pools);
+            for (id, config) in c.pools {
+                pools.insert(config.name.clone(), Arc::new(Pool { config, id }));
+            }
+        }
+        for m in c.keys {
+            let Ok(p) = self.pool_arc(&m.pool) else {
+                continue;
+            };
+            if p.id != m.pool_id {
+                continue;
+            }
+            let sid = self.shard_of(&m.pool, &m.key);
+            if sid != m.shard {
+                return Err(StorageError::Config(
+                    "the log was written with a different shard count".into(),
+                ));
+            }
+            let mut s = write(self.shard(sid)?);
+            let ks = Self::pool_keys(&mut s, &p).keys.entry(m.key).or_default();
+            ks.start = m.start;
+            ks.next = m.next;
+            ks.newest = m.newest;
+        }
+        Ok(())
+    }
+
+    /// Replays one recovered log record. Records are results (versions already decided), and
+    /// replaying them on top of a checkpoint taken later is harmless: versions already below a
+    /// key's start are skipped, records of a pool incarnation that no longer exists are
+    /// ignored.
     fn recover(&self, rec: Record) -> Result<(), StorageError> {
         let sid = rec.shard;
         let mut s = write(self.shard(sid)?);
         if rec.stamp > s.last {
             s.last = rec.stamp;
         }
+        let id = rec.stamp.shard_seq;
         match rec.body {
             RecordBody::CreatePool(config) => {
                 let mut pools = write(&self.pools);
-                pools.insert(
-                    config.name.clone(),
-                    Arc::new(Pool {
-                        config,
-                        id: rec.stamp.shard_seq,
-                    }),
-                );
+                let newer = pools.get(&config.name).is_some_and(|p| p.id >= id);
+                if !newer {
+                    pools.insert(config.name.clone(), Arc::new(Pool { config, id }));
+                }
             }
-            RecordBody::DeletePool { pool } => {
-                let removed = write(&self.pools).remove(&pool);
+            RecordBody::DeletePool { pool, pool_id } => {
+                let mut pools = write(&self.pools);
+                if pools.get(&pool).is_some_and(|p| p.id == pool_id) {
+                    pools.remove(&pool);
+                }
+                drop(pools);
                 drop(s);
-                if let Some(p) = removed {
-                    for sh in &self.shards {
-                        let mut sh = write(sh);
-                        if sh.pools.get(&pool).is_some_and(|pk| pk.pool_id == p.id) {
-                            sh.pools.remove(&pool);
-                        }
+                for sh in &self.shards {
+                    let mut sh = write(sh);
+                    if sh.pools.get(&pool).is_some_and(|pk| pk.pool_id == pool_id) {
+                        sh.pools.remove(&pool);
                     }
                 }
             }
             RecordBody::Put {
                 pool,
+                pool_id,
                 key,
                 version,
                 value,
@@ -694,6 +742,29 @@ impl Store {
                 let Ok(p) = self.pool_arc(&pool) else {
                     return Ok(());
                 };
+                if p.id != pool_id {
+                    return Ok(());
+                }
+                if self.shard_of(&pool, &key) != sid {
+                    return Err(StorageError::Config(
+                        "the log was written with a different shard count".into(),
+                    ));
+                }
+                if let Some(ks) = s
+                    .pools
+                    .get(&pool)
+                    .filter(|pk| pk.pool_id == p.id)
+                    .and_then(|pk| pk.keys.get(&key))
+                {
+                    let below_start = version.next_key_version() <= ks.start && ks.next > 0;
+                    let older = ks
+                        .entries
+                        .back()
+                        .is_some_and(|b| version.key_version < b.version.next_key_version());
+                    if below_start || older {
+                        return Ok(());
+                    }
+                }
                 let stored = Stored {
                     version,
                     value,
@@ -704,13 +775,69 @@ impl Store {
                 };
                 self.install(&mut s, &p, &key, stored);
             }
-            RecordBody::Truncate { pool, key, before } => {
+            RecordBody::Truncate {
+                pool,
+                pool_id,
+                key,
+                before,
+            } => {
                 if let Ok(p) = self.pool_arc(&pool) {
-                    Self::truncate_key(&mut s, &p, &key, before);
+                    if p.id == pool_id {
+                        Self::truncate_key(&mut s, &p, &key, before);
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Log retention: deletes every closed segment that holds nothing the store still needs.
+    /// Kept entries pin their segments (so retention, truncation, compaction and overwrites in
+    /// latest pools are what free them); pool configurations, shard stamps and key counters
+    /// are first saved in a checkpoint. Returns the number of segments deleted. The driver
+    /// calls it now and then.
+    pub fn compact_log(&self) -> Result<usize, StorageError> {
+        let Some(log) = &self.log else { return Ok(0) };
+        let cut = self.min_live_lsn().min(log.synced_lsn() + 1);
+        let segs = log.segments();
+        let deletable = segs.len() > 1 && segs[0].1 <= cut;
+        if !deletable {
+            return Ok(0);
+        }
+        let pools: Vec<(u64, PoolConfig)> = read(&self.pools)
+            .values()
+            .map(|p| (p.id, p.config.clone()))
+            .collect();
+        let mut c = Checkpoint {
+            cut_lsn: cut,
+            pools,
+            ..Checkpoint::default()
+        };
+        for sh in &self.shards {
+            let s = read(sh);
+            c.stamps.push((s.id, s.last));
+            for (pname, pk) in &s.pools {
+                for (k, ks) in &pk.keys {
+                    let implied = ks
+                        .entries
+                        .front()
+                        .is_some_and(|f| f.version.key_version == ks.start);
+                    if !implied {
+                        c.keys.push(KeyMark {
+                            shard: s.id,
+                            pool: pname.clone(),
+                            pool_id: pk.pool_id,
+                            key: k.clone(),
+                            start: ks.start,
+                            next: ks.next,
+                            newest: ks.newest,
+                        });
+                    }
+                }
+            }
+        }
+        log.write_checkpoint(&c)?;
+        log.remove_segments_below(cut)
     }
 
     // ---------------------------------------------------------------- durability & frontier
@@ -1056,10 +1183,9 @@ impl Store {
         Ok(())
     }
 
-    #[allow(dead_code)] // used by log retention and its tests (next step)
     /// Smallest log position still holding a kept entry ([`u64::MAX`] if none); segments wholly
-    /// below it hold nothing the store still needs, apart from pool configs and truncation
-    /// marks, which `compact_log` carries forward.
+    /// below it hold nothing the store still needs, apart from pool configs, stamps and key
+    /// counters, which `compact_log` saves in a checkpoint first.
     pub(crate) fn min_live_lsn(&self) -> u64 {
         let mut m = NO_LSN;
         for sh in &self.shards {

@@ -36,6 +36,8 @@ pub trait LogFs: Send + Sync + Debug {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn LogFile>>;
     /// Removes `path`.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing `to` (atomic on POSIX file systems).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 }
@@ -89,6 +91,9 @@ impl LogFs for StdFs {
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()
@@ -341,6 +346,14 @@ impl LogFs for SimFs {
             .remove(path)
             .map(|_| ())
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut files = lock(&self.files);
+        let f = files
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))?;
+        files.insert(to.to_owned(), f);
+        Ok(())
     }
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
         Ok(())

@@ -17,6 +17,7 @@
 //! File IO goes through [`fs::LogFs`] so tests run it on [`fs::SimFs`], a disk that loses
 //! unsynced bytes on a simulated crash.
 
+pub mod checkpoint;
 pub mod fs;
 pub mod record;
 
@@ -27,6 +28,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use checkpoint::{Checkpoint, KeyMark};
 pub use fs::{LogFile, LogFs, SimFs, StdFs};
 pub use record::{Record, RecordBody};
 
@@ -34,6 +36,10 @@ use crate::error::StorageError;
 use crate::store::DurableCallback;
 use crate::types::VALUE_BYTES_LIMIT;
 use record::{decode_body, decode_header, encode, BODY_BYTES_MIN, HEADER_BYTES};
+
+/// Name of the checkpoint file in the log directory.
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+const CHECKPOINT_TMP: &str = "checkpoint.tmp";
 
 /// With group commit and nobody waiting, written data is still synced within this many ms.
 pub const GROUP_COMMIT_IDLE_SYNC_MS: u64 = 10;
@@ -215,19 +221,43 @@ enum Scan {
 impl Log {
     /// Opens (or creates) the log in `config.dir`, recovering its records in order. Starts the
     /// committer thread.
-    pub fn open(config: LogConfig) -> Result<(Log, Vec<Record>), StorageError> {
+    #[allow(clippy::type_complexity)]
+    pub fn open(config: LogConfig) -> Result<(Log, Option<Checkpoint>, Vec<Record>), StorageError> {
         config.validate()?;
         let fs = config.fs.clone();
         let dir = config.dir.clone();
         let dir_s = dir.display().to_string();
         fs.create_dir_all(&dir)
             .map_err(|e| StorageError::io(&dir_s, &e))?;
-        let mut bases: Vec<u64> = fs
-            .list(&dir)
-            .map_err(|e| StorageError::io(&dir_s, &e))?
-            .iter()
-            .filter_map(|n| parse_seg_name(n))
-            .collect();
+        let names = fs.list(&dir).map_err(|e| StorageError::io(&dir_s, &e))?;
+        let checkpoint = if names.iter().any(|n| n == CHECKPOINT_FILE) {
+            let path = dir.join(CHECKPOINT_FILE);
+            let ps = path.display().to_string();
+            let f = fs
+                .open(&path, false)
+                .map_err(|e| StorageError::io(&ps, &e))?;
+            let len = f.len().map_err(|e| StorageError::io(&ps, &e))?;
+            if len > u64::from(config.record_bytes_max) {
+                return Err(StorageError::Corrupt {
+                    file: ps,
+                    offset: 0,
+                    reason: "checkpoint larger than the record limit".into(),
+                });
+            }
+            let mut data = vec![0u8; len as usize];
+            f.read_at(0, &mut data)
+                .map_err(|e| StorageError::io(&ps, &e))?;
+            Some(
+                Checkpoint::decode(&data).map_err(|reason| StorageError::Corrupt {
+                    file: ps,
+                    offset: 0,
+                    reason,
+                })?,
+            )
+        } else {
+            None
+        };
+        let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_seg_name(n)).collect();
         bases.sort_unstable();
         let mut records = Vec::new();
         let mut segs: Vec<Segment> = Vec::new();
@@ -347,11 +377,15 @@ impl Log {
             .name("squall-log-commit".into())
             .spawn(move || committer(&sh2))
             .map_err(|e| StorageError::io("committer thread", &e))?;
+        if let Some(c) = &checkpoint {
+            records.retain(|r| r.lsn >= c.cut_lsn);
+        }
         Ok((
             Log {
                 sh,
                 committer: Some(committer),
             },
+            checkpoint,
             records,
         ))
     }
@@ -614,6 +648,24 @@ impl Log {
             }
         }
         w.next_lsn
+    }
+
+    /// Writes a checkpoint atomically (temporary file, fsync, rename, directory fsync).
+    pub fn write_checkpoint(&self, c: &Checkpoint) -> Result<(), StorageError> {
+        let fs = &self.sh.config.fs;
+        let dir = &self.sh.config.dir;
+        let tmp = dir.join(CHECKPOINT_TMP);
+        let ts = tmp.display().to_string();
+        let bytes = c.encode();
+        let f = fs.open(&tmp, true).map_err(|e| StorageError::io(&ts, &e))?;
+        f.set_len(0).map_err(|e| StorageError::io(&ts, &e))?;
+        f.write_at(0, &bytes)
+            .map_err(|e| StorageError::io(&ts, &e))?;
+        f.sync().map_err(|e| StorageError::io(&ts, &e))?;
+        fs.rename(&tmp, &dir.join(CHECKPOINT_FILE))
+            .map_err(|e| StorageError::io(&ts, &e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| StorageError::io(dir.display().to_string(), &e))
     }
 
     /// Deletes whole closed segments whose records all have lsn < `lsn`; returns how many.

@@ -33,11 +33,15 @@ pub enum RecordBody {
     DeletePool {
         /// The pool.
         pool: String,
+        /// Its incarnation (the creation's shard_seq).
+        pool_id: u64,
     },
     /// A version was stored (its key_version already decided).
     Put {
         /// The pool.
         pool: String,
+        /// Its incarnation.
+        pool_id: u64,
         /// The key.
         key: String,
         /// The version (shard_seq and time equal the record's stamp).
@@ -53,6 +57,8 @@ pub enum RecordBody {
     Truncate {
         /// The pool.
         pool: String,
+        /// Its incarnation.
+        pool_id: u64,
         /// The key.
         key: String,
         /// First key_version kept.
@@ -73,12 +79,49 @@ pub struct Record {
     pub lsn: u64,
 }
 
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
 }
 
-fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
+/// Encodes a pool configuration.
+pub(crate) fn put_pool(out: &mut Vec<u8>, c: &PoolConfig) {
+    put_bytes(out, c.name.as_bytes());
+    out.push(match c.mode {
+        Mode::Stateless => 0,
+        Mode::Latest => 1,
+        Mode::Versioned => 2,
+    });
+    out.push(u8::from(c.durable) | (u8::from(c.compact) << 1));
+    put_opt_u64(out, c.retention_ms);
+    put_opt_u64(out, c.retention_bytes);
+    out.extend_from_slice(&c.lateness_us.to_le_bytes());
+    out.extend_from_slice(&c.value_bytes_max.to_le_bytes());
+}
+
+/// Decodes a pool configuration.
+pub(crate) fn read_pool(r: &mut Reader<'_>) -> Result<PoolConfig, String> {
+    let name = r.string(POOL_NAME_BYTES_MAX)?;
+    let mode = match r.u8()? {
+        0 => Mode::Stateless,
+        1 => Mode::Latest,
+        2 => Mode::Versioned,
+        m => return Err(format!("bad mode {m}")),
+    };
+    let flags = r.u8()?;
+    Ok(PoolConfig {
+        name,
+        mode,
+        durable: flags & 1 != 0,
+        compact: flags & 2 != 0,
+        retention_ms: r.opt_u64()?,
+        retention_bytes: r.opt_u64()?,
+        lateness_us: r.u64()?,
+        value_bytes_max: r.u32()?,
+    })
+}
+
+pub(crate) fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
     match v {
         Some(x) => {
             out.push(1);
@@ -100,24 +143,16 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
     match &rec.body {
         RecordBody::CreatePool(c) => {
             out.push(KIND_CREATE_POOL);
-            put_bytes(out, c.name.as_bytes());
-            out.push(match c.mode {
-                Mode::Stateless => 0,
-                Mode::Latest => 1,
-                Mode::Versioned => 2,
-            });
-            out.push(u8::from(c.durable) | (u8::from(c.compact) << 1));
-            put_opt_u64(out, c.retention_ms);
-            put_opt_u64(out, c.retention_bytes);
-            out.extend_from_slice(&c.lateness_us.to_le_bytes());
-            out.extend_from_slice(&c.value_bytes_max.to_le_bytes());
+            put_pool(out, c);
         }
-        RecordBody::DeletePool { pool } => {
+        RecordBody::DeletePool { pool, pool_id } => {
             out.push(KIND_DELETE_POOL);
             put_bytes(out, pool.as_bytes());
+            out.extend_from_slice(&pool_id.to_le_bytes());
         }
         RecordBody::Put {
             pool,
+            pool_id,
             key,
             version,
             value,
@@ -126,6 +161,7 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
         } => {
             out.push(KIND_PUT);
             put_bytes(out, pool.as_bytes());
+            out.extend_from_slice(&pool_id.to_le_bytes());
             put_bytes(out, key.as_bytes());
             out.extend_from_slice(&version.key_version.to_le_bytes());
             out.extend_from_slice(&version.span.to_le_bytes());
@@ -140,9 +176,15 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
             }
             put_bytes(out, value);
         }
-        RecordBody::Truncate { pool, key, before } => {
+        RecordBody::Truncate {
+            pool,
+            pool_id,
+            key,
+            before,
+        } => {
             out.push(KIND_TRUNCATE);
             put_bytes(out, pool.as_bytes());
+            out.extend_from_slice(&pool_id.to_le_bytes());
             put_bytes(out, key.as_bytes());
             out.extend_from_slice(&before.to_le_bytes());
         }
@@ -173,44 +215,44 @@ pub fn decode_header(h: &[u8; HEADER_BYTES]) -> Option<Header> {
     })
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub b: &'a [u8],
+    pub pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len());
         let end = end.ok_or_else(|| format!("field of {n} bytes runs past the body"))?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    pub(crate) fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, String> {
+    pub(crate) fn u32(&mut self) -> Result<u32, String> {
         let s = self.take(4)?;
         Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
     }
-    fn u64(&mut self) -> Result<u64, String> {
+    pub(crate) fn u64(&mut self) -> Result<u64, String> {
         let s = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(s);
         Ok(u64::from_le_bytes(a))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn string(&mut self, max: usize) -> Result<String, String> {
+    pub(crate) fn string(&mut self, max: usize) -> Result<String, String> {
         let b = self.bytes()?;
         if b.len() > max {
             return Err(format!("string of {} bytes over limit {max}", b.len()));
         }
         String::from_utf8(b.to_vec()).map_err(|_| "string is not UTF-8".to_string())
     }
-    fn opt_u64(&mut self) -> Result<Option<u64>, String> {
+    pub(crate) fn opt_u64(&mut self) -> Result<Option<u64>, String> {
         match self.u8()? {
             0 => Ok(None),
             1 => Ok(Some(self.u64()?)),
@@ -236,31 +278,14 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
     };
     let key_max = crate::types::KEY_BYTES_MAX;
     let body = match r.u8()? {
-        KIND_CREATE_POOL => {
-            let name = r.string(POOL_NAME_BYTES_MAX)?;
-            let mode = match r.u8()? {
-                0 => Mode::Stateless,
-                1 => Mode::Latest,
-                2 => Mode::Versioned,
-                m => return Err(format!("bad mode {m}")),
-            };
-            let flags = r.u8()?;
-            RecordBody::CreatePool(PoolConfig {
-                name,
-                mode,
-                durable: flags & 1 != 0,
-                compact: flags & 2 != 0,
-                retention_ms: r.opt_u64()?,
-                retention_bytes: r.opt_u64()?,
-                lateness_us: r.u64()?,
-                value_bytes_max: r.u32()?,
-            })
-        }
+        KIND_CREATE_POOL => RecordBody::CreatePool(read_pool(&mut r)?),
         KIND_DELETE_POOL => RecordBody::DeletePool {
             pool: r.string(POOL_NAME_BYTES_MAX)?,
+            pool_id: r.u64()?,
         },
         KIND_PUT => {
             let pool = r.string(POOL_NAME_BYTES_MAX)?;
+            let pool_id = r.u64()?;
             let key = r.string(key_max)?;
             let key_version = r.u64()?;
             let span = r.u32()?;
@@ -274,6 +299,7 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
             let value = Bytes::copy_from_slice(r.bytes()?);
             RecordBody::Put {
                 pool,
+                pool_id,
                 key,
                 version: Version {
                     key_version,
@@ -290,6 +316,7 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
         }
         KIND_TRUNCATE => RecordBody::Truncate {
             pool: r.string(POOL_NAME_BYTES_MAX)?,
+            pool_id: r.u64()?,
             key: r.string(key_max)?,
             before: r.u64()?,
         },
