@@ -407,6 +407,7 @@ impl Node {
             self.retransmit();
         }
         self.resend_snapshot();
+        self.probe_for_newer_views();
         if now_us >= self.last_row_push_us + self.cfg.heartbeat_us {
             self.row_dirty = true;
         }
@@ -716,12 +717,19 @@ impl Node {
         }
     }
 
+    /// The member that should run the view change: the lowest-ranked one this node has
+    /// heard from within the suspicion timeout (or itself). Suspicions are permanent within
+    /// an epoch and may be mutual after pauses or partitions; leadership instead follows who
+    /// is demonstrably alive, so after healing exactly one proposer remains.
     fn leader(&self) -> Option<NodeId> {
-        self.view
-            .members
-            .iter()
-            .copied()
-            .find(|m| !self.ep.suspected.contains(m))
+        self.view.members.iter().copied().find(|m| {
+            *m == self.id
+                || self
+                    .ep
+                    .last_heard_us
+                    .get(m)
+                    .is_some_and(|t| self.now_us.saturating_sub(*t) <= self.cfg.suspect_timeout_us)
+        })
     }
 
     /// Paxos acceptor over the rows: promise to the highest ballot of a trusted proposer,
@@ -735,10 +743,9 @@ impl Node {
             .proposer
             .as_ref()
             .map(|p| (p.ballot, p.value.clone()));
+        // Any member's ballot counts (Paxos safety does not depend on who proposes); the
+        // highest one wins.
         for (from, row) in &self.ep.rows {
-            if self.ep.suspected.contains(from) {
-                continue;
-            }
             if let Some((b, v)) = &row.proposing {
                 if b.node == from.0 && best.as_ref().is_none_or(|(bb, _)| b > bb) {
                     best = Some((*b, v.clone()));
@@ -774,11 +781,33 @@ impl Node {
         t
     }
 
+    /// A view change is needed: someone suspects someone, is wedged, leaves, or wants in.
     fn triggered(&self) -> bool {
         !self.ep.suspected.is_empty()
-            || self.leaving_now()
-            || self.ep.rows.values().any(|r| r.leaving)
+            || (self.leaving_now() && self.leave_honorable(self.id))
+            || self.ep.rows.values().any(|r| {
+                r.wedged || !r.suspected.is_empty() || (r.leaving && self.leave_honorable(r.from))
+            })
             || !self.joiners.is_empty()
+    }
+
+    /// Can `l` leave now without taking the last copy of its shard's state with it?
+    /// (Otherwise its leave waits until another member of the shard holds the state.)
+    fn leave_honorable(&self, l: NodeId) -> bool {
+        let Some(shard) = self.view.shards.iter().find(|m| m.contains(&l)) else {
+            return true;
+        };
+        shard.iter().any(|m| {
+            *m != l
+                && if *m == self.id {
+                    self.ep.state_ready && !self.leaving_now()
+                } else {
+                    self.ep
+                        .rows
+                        .get(m)
+                        .is_some_and(|r| r.state_ready && !r.leaving)
+                }
+        })
     }
 
     /// Paxos proposer, run by the lowest-ranked member this node does not suspect.
@@ -893,8 +922,8 @@ impl Node {
         }
     }
 
-    /// Computes a new view from the promises: survivors are the promisers this node does not
-    /// suspect (and that are not leaving and have their state), the trim per shard is the
+    /// Computes a new view from the promises: survivors are the promisers (that are not
+    /// leaving and have their state), the trim per shard is the
     /// minimum of the survivors' frozen received counters.
     fn fresh_proposal(&self) -> Option<Arc<Proposal>> {
         let p = self.ep.proposer.as_ref()?;
@@ -903,13 +932,35 @@ impl Node {
             .members
             .iter()
             .copied()
+            // A member that promised this ballot is alive and reachable, even if it was
+            // suspected earlier in the epoch: keeping it avoids needless evictions (and an
+            // inadequate layout when it is the last member of a shard).
+            .filter(|m| p.promises.get(m).is_some_and(|r| r.state_ready))
+            .collect();
+        // Leavers go, unless one is the last holder of its shard's state (then the first
+        // such leaver stays until a replacement holds the state).
+        let mut survivors: Vec<NodeId> = survivors
+            .iter()
+            .copied()
             .filter(|m| {
-                p.promises
-                    .get(m)
-                    .is_some_and(|r| !r.leaving && r.state_ready)
-                    && !self.ep.suspected.contains(m)
+                let leaving = p.promises.get(m).is_some_and(|r| r.leaving);
+                if !leaving {
+                    return true;
+                }
+                let Some(shard) = self.view.shards.iter().find(|s| s.contains(m)) else {
+                    return false;
+                };
+                let others = shard.iter().any(|o| {
+                    o != m && survivors.contains(o) && p.promises.get(o).is_some_and(|r| !r.leaving)
+                });
+                let first_leaver = shard
+                    .iter()
+                    .find(|o| survivors.contains(o))
+                    .is_some_and(|o| o == m);
+                !others && first_leaver
             })
             .collect();
+        survivors.dedup();
         if survivors.is_empty() {
             return None;
         }
@@ -1598,6 +1649,27 @@ impl Node {
         }
     }
 
+    /// A node wedged for long may have been left behind by views it never heard of (its
+    /// whole view moved on or is gone). The joiners it has heard of may be members of those
+    /// views: show them our row; a member of a newer view answers with its own, from which
+    /// we learn the decision or that we were removed.
+    fn probe_for_newer_views(&mut self) {
+        let stuck_us = self.now_us.saturating_sub(self.ep.started_us);
+        if !self.ep.wedged
+            || stuck_us < 4 * self.cfg.suspect_timeout_us
+            || self.now_us < self.last_row_push_us + self.cfg.heartbeat_us
+        {
+            return;
+        }
+        let row = self.my_row();
+        for &j in &self.joiners {
+            self.actions.push_back(Action::Send {
+                to: j,
+                msg: Message::Row(row.clone()),
+            });
+        }
+    }
+
     fn send_joins(&mut self) {
         if let Status::Joining(contacts) = &self.status {
             for &c in contacts {
@@ -1607,6 +1679,51 @@ impl Node {
                 });
             }
         }
+    }
+
+    /// Member lists of next views this node is proposing, accepting or has accepted
+    /// (for the simulator's fault budget: it must not crash a majority of a view that may
+    /// be about to install).
+    #[doc(hidden)]
+    pub fn pending_next_members(&self) -> Vec<Vec<NodeId>> {
+        let mut out = Vec::new();
+        if let Some(v) = self.ep.proposer.as_ref().and_then(|p| p.value.as_ref()) {
+            out.push(v.members.clone());
+        }
+        if let Some((_, v)) = &self.ep.accepted {
+            out.push(v.members.clone());
+        }
+        if let Some((_, _, v)) = &self.ep.accept_inflight {
+            out.push(v.members.clone());
+        }
+        if let Some(v) = &self.ep.decided {
+            out.push(v.members.clone());
+        }
+        out
+    }
+
+    /// One line of internal state, for debugging simulator failures.
+    #[doc(hidden)]
+    pub fn debug_summary(&self) -> String {
+        format!(
+            "{} {:?} e={} shard={:?} wedged={} ready={} susp={:?} joiners={:?} promised={:?} accepted={:?} proposer={:?} decided={} inflight={:?}/{:?} leave={} rows={:?}",
+            self.id,
+            self.status,
+            self.view.epoch,
+            self.ep.shard,
+            self.ep.wedged,
+            self.ep.state_ready,
+            self.ep.suspected,
+            self.joiners,
+            self.ep.promised,
+            self.ep.accepted.as_ref().map(|a| a.0),
+            self.ep.proposer.as_ref().map(|p| (p.ballot, p.promises.keys().collect::<Vec<_>>(), p.value.as_ref().map(|v| v.members.clone()))),
+            self.ep.decided.is_some(),
+            self.ep.accept_inflight.as_ref().map(|a| a.1),
+            self.ep.decision_inflight,
+            self.leave_requested,
+            self.ep.rows.iter().map(|(k, r)| (k.0, r.promised.round, r.promised.node, r.wedged, r.suspected.clone(), r.accepted.as_ref().map(|a| a.0))).collect::<Vec<_>>(),
+        )
     }
 
     // ----------------------------------------------------------------- invariants

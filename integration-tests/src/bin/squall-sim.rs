@@ -3,7 +3,7 @@
 //! ```text
 //! squall-sim --seeds A..B [--nodes N] [--steps S] [--fault-rate P] [--drop-rate P]
 //!            [--no-crash] [--no-partition] [--no-pause] [--no-join] [--no-leave]
-//!            [--durable|--volatile] [--shards K] [--verbose]
+//!            [--durable|--volatile] [--shards K] [--plant BUG] [--verbose]
 //! ```
 //! The last line is `runs=N violations=V ...`; the exit code is 1 when V > 0. Each failing
 //! seed prints its violations and the exact command that replays it.
@@ -50,6 +50,27 @@ fn parse() -> Result<(u64, u64, SimOptions, bool, Vec<String>)> {
             "--durable" => opts.durable = Some(true),
             "--volatile" => opts.durable = Some(false),
             "--verbose" => verbose = true,
+            "--plant" => {
+                let name = val()?;
+                let b = &mut opts.bugs_all;
+                match name.as_str() {
+                    "deliver_unstable" => b.deliver_unstable = true,
+                    "deliver_out_of_order" => b.deliver_out_of_order = true,
+                    "no_resend" => b.no_resend = true,
+                    "resend_twice" => b.resend_twice = true,
+                    "trim_minus_one" => b.trim_minus_one = true,
+                    "local_trim" => b.local_trim = true,
+                    "apply_before_persist" => b.apply_before_persist = true,
+                    "ts_no_bump" => b.ts_no_bump = true,
+                    "frontier_uses_max" => b.frontier_uses_max = true,
+                    "frontier_ignores_pending" => b.frontier_ignores_pending = true,
+                    "quorum_half" => b.quorum_half = true,
+                    "window_double" => b.window_double = true,
+                    "snapshot_before_trim" => b.snapshot_before_trim = true,
+                    "cput_unconditional" => opts.app_bug_cput = true,
+                    other => bail!("unknown planted bug {other}"),
+                }
+            }
             other => bail!("unknown argument {other}"),
         }
         if arg != "--verbose" {
@@ -75,14 +96,15 @@ fn main() -> ExitCode {
         }
     };
     let started = std::time::Instant::now();
-    let (mut runs, mut failed, mut deliveries, mut installs, mut max_epoch) =
-        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut runs, mut failed, mut deliveries, mut installs, mut max_epoch, mut lost) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for seed in a..b {
         let r = run(seed, &opts);
         runs += 1;
         deliveries += r.deliveries;
         installs += r.installs;
         max_epoch = max_epoch.max(r.max_epoch);
+        lost += u64::from(r.quorum_lost);
         if verbose {
             println!(
                 "seed={seed} events={} deliveries={} installs={} max_epoch={} trace={:016x}",
@@ -103,7 +125,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "runs={runs} violations={failed} deliveries={deliveries} installs={installs} max_epoch={max_epoch} secs={:.1}",
+        "runs={runs} violations={failed} quorum_lost={lost} deliveries={deliveries} installs={installs} max_epoch={max_epoch} secs={:.1}",
         started.elapsed().as_secs_f64()
     );
     if failed > 0 {

@@ -7,11 +7,24 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use squall_mcast::{Delivery, NodeId, ShardId};
 
-/// Encodes an operation: `[0, key]` is put(key), `[1, key, expected]` is cput(key, expected).
-pub fn encode_op(cput: bool, key: u8, expected: u8, filler: u64) -> Bytes {
-    let mut v = vec![u8::from(cput), key, expected];
+/// Encodes an operation: `[0, key, expected u64 LE, filler]` is put(key),
+/// `[1, key, expected, filler]` is cput(key, expected) (succeeds iff the key has seen
+/// exactly `expected` successful writes).
+pub fn encode_op(cput: bool, key: u8, expected: u64, filler: u64) -> Bytes {
+    let mut v = vec![u8::from(cput), key];
+    v.extend_from_slice(&expected.to_le_bytes());
     v.extend_from_slice(&filler.to_le_bytes());
     Bytes::from(v)
+}
+
+/// Decodes `(is_cput, key, expected)`.
+pub fn decode_op(p: &[u8]) -> Option<(bool, u8, u64)> {
+    let e = p.get(2..10)?;
+    Some((
+        *p.first()? == 1,
+        *p.get(1)?,
+        u64::from_le_bytes(e.try_into().ok()?),
+    ))
 }
 
 /// One node's replica of its shard's state.
@@ -26,7 +39,7 @@ pub struct App {
     /// Per original sender: messages applied.
     pub per_sender: BTreeMap<NodeId, u64>,
     /// Key → number of successful writes.
-    pub kv: BTreeMap<u8, u8>,
+    pub kv: BTreeMap<u8, u64>,
     /// Planted application bug: cput ignores its expectation.
     pub bug_cput_unconditional: bool,
 }
@@ -52,20 +65,16 @@ impl App {
         }
         self.hash = h;
         *self.per_sender.entry(d.id.sender).or_insert(0) += 1;
-        let p = &d.payload;
-        if p.len() < 3 {
-            return None;
-        }
-        let (kind, key, expected) = (p[0], p[1], p[2]);
+        let (cput, key, expected) = decode_op(&d.payload)?;
         let cur = self.kv.entry(key).or_insert(0);
-        if kind == 1 {
+        if cput {
             let ok = *cur == expected || self.bug_cput_unconditional;
             if ok {
-                *cur = cur.wrapping_add(1);
+                *cur += 1;
             }
             Some(ok)
         } else {
-            *cur = cur.wrapping_add(1);
+            *cur += 1;
             None
         }
     }
@@ -83,7 +92,7 @@ impl App {
         v.extend_from_slice(&(self.kv.len() as u64).to_le_bytes());
         for (k, c) in &self.kv {
             v.push(*k);
-            v.push(*c);
+            v.extend_from_slice(&c.to_le_bytes());
         }
         Bytes::from(v)
     }
@@ -107,10 +116,10 @@ impl App {
                 per_sender.insert(NodeId(n), c);
             }
             let nk = u64_at(data)? as usize;
-            let rest = data.get(data.len().checked_sub(nk.checked_mul(2)?)?..)?;
+            let rest = data.get(data.len().checked_sub(nk.checked_mul(9)?)?..)?;
             let mut kv = BTreeMap::new();
-            for pair in rest.chunks(2) {
-                kv.insert(pair[0], pair[1]);
+            for rec in rest.chunks(9) {
+                kv.insert(rec[0], u64::from_le_bytes(rec.get(1..9)?.try_into().ok()?));
             }
             Some(App {
                 shard: Some(shard),

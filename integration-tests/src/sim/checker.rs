@@ -42,7 +42,7 @@ pub struct Checker {
     /// Highest received counters each node ever had in each epoch.
     pub recv_hist: BTreeMap<(NodeId, Epoch), Vec<u64>>,
     cput_outcomes: BTreeMap<MsgId, bool>,
-    cput_winner: BTreeMap<(ShardId, u8, u8), MsgId>,
+    cput_winner: BTreeMap<(ShardId, u8, u64), MsgId>,
     /// Every id admitted by `send`.
     pub admitted: BTreeSet<MsgId>,
     stab_by_node: BTreeMap<NodeId, Hlc>,
@@ -92,7 +92,7 @@ impl Checker {
         len_before: usize,
         hash_after: u64,
         trim: Option<&[u64]>,
-        cput: Option<(u8, u8, bool)>,
+        cput: Option<(u8, u64, bool)>,
     ) {
         self.deliveries += 1;
         let shard = d.shard;
