@@ -516,3 +516,21 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    /// Prints (and bounds) the in-memory size of one kept version, for docs/BENCHMARKS.md.
+    #[test]
+    fn stored_version_size() {
+        let stored = std::mem::size_of::<super::Stored>();
+        println!(
+            "Stored {stored} B (Version {} B, Bytes {} B)",
+            std::mem::size_of::<crate::types::Version>(),
+            std::mem::size_of::<bytes::Bytes>()
+        );
+        assert!(
+            stored <= 160,
+            "a kept version's bookkeeping grew to {stored} B"
+        );
+    }
+}
