@@ -9,6 +9,7 @@
 //! * [`sequencer`]: the ordering seam ([`Sequencer`]) and its single-node [`LocalSequencer`].
 //! * [`watch`]: [`Watch`] — replay then live, no gap and no duplicate, bounded memory.
 //! * [`log`]: the durable segmented log (group commit, recovery, retention) and its file layer.
+//! * [`transfer`]: shard images for state transfer (`Store::export_shard` / `import_shard`).
 //! * `key`, `shard`: one key's history and one shard's state (internal).
 //!
 //! # Driving it (what the broker does)
@@ -30,6 +31,7 @@ pub mod log;
 pub mod sequencer;
 mod shard;
 pub mod store;
+pub mod transfer;
 pub mod types;
 pub mod watch;
 

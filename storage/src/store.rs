@@ -791,6 +791,156 @@ impl Store {
         Ok(())
     }
 
+    /// The whole state of `shard` as bytes (state transfer: see [`crate::transfer`]): its last
+    /// stamp, the pools its keys belong to, every key's counters and kept entries.
+    pub fn export_shard(&self, shard: ShardId) -> Result<Vec<u8>, StorageError> {
+        let pools = read(&self.pools).clone();
+        let s = read(self.shard(shard)?);
+        let mut meta = Checkpoint {
+            stamps: vec![(s.id, s.last)],
+            ..Checkpoint::default()
+        };
+        let mut entries = Vec::new();
+        for (pname, pk) in &s.pools {
+            let Some(p) = pools.get(pname).filter(|p| p.id == pk.pool_id) else {
+                continue;
+            };
+            meta.pools.push((p.id, p.config.clone()));
+            for (k, ks) in &pk.keys {
+                meta.keys.push(KeyMark {
+                    shard: s.id,
+                    pool: pname.clone(),
+                    pool_id: pk.pool_id,
+                    key: k.clone(),
+                    start: ks.start,
+                    next: ks.next,
+                    newest: ks.newest,
+                });
+                for e in ks.entries.iter().filter(|e| !e.dead) {
+                    entries.push(Record {
+                        shard: s.id,
+                        stamp: Stamp {
+                            shard_seq: e.version.shard_seq,
+                            time: e.version.time,
+                        },
+                        body: RecordBody::Put {
+                            pool: pname.clone(),
+                            pool_id: pk.pool_id,
+                            key: k.clone(),
+                            version: e.version,
+                            value: e.value.clone(),
+                            tombstone: e.tombstone,
+                            compaction_key: e.compaction_key.clone(),
+                        },
+                        lsn: 0,
+                    });
+                }
+            }
+        }
+        Ok(crate::transfer::ShardImage { meta, entries }.encode())
+    }
+
+    /// Replaces `shard`'s state with an image from [`Store::export_shard`] (a joiner's state
+    /// transfer); afterwards apply the ops stamped after the image's stamp. Pools the image
+    /// needs are created if missing (same incarnation required if present). Fails without
+    /// effect on a malformed image, a pool incarnation mismatch, an image older than the
+    /// shard, or — not supported yet — an image holding durable pools on a store with a log
+    /// (its state would have to be logged too).
+    pub fn import_shard(&self, shard: ShardId, image: &[u8]) -> Result<(), StorageError> {
+        let img = crate::transfer::ShardImage::decode(image, crate::log::RECORD_BYTES_MAX_DEFAULT)?;
+        let stamp = match img.meta.stamps.as_slice() {
+            [(sid, st)] if *sid == shard => *st,
+            _ => return Err(StorageError::Invalid("image is for another shard".into())),
+        };
+        if self.log.is_some() && img.meta.pools.iter().any(|(_, c)| c.durable) {
+            return Err(StorageError::Invalid(
+                "importing durable pools into a store with a log is not supported yet".into(),
+            ));
+        }
+        for (id, c) in &img.meta.pools {
+            validate_pool_config(c)?;
+            if let Some(p) = read(&self.pools).get(&c.name) {
+                if p.id != *id {
+                    return Err(StorageError::Invalid(format!(
+                        "pool {} is incarnation {} here, {id} in the image",
+                        c.name, p.id
+                    )));
+                }
+            }
+        }
+        for m in &img.meta.keys {
+            validate_key(&m.key)?;
+            if self.shard_of(&m.pool, &m.key) != shard {
+                return Err(StorageError::Invalid("image key in another shard".into()));
+            }
+        }
+        {
+            let mut pools = write(&self.pools);
+            for (id, c) in &img.meta.pools {
+                pools.entry(c.name.clone()).or_insert_with(|| {
+                    Arc::new(Pool {
+                        config: c.clone(),
+                        id: *id,
+                    })
+                });
+            }
+        }
+        let mut s = write(self.shard(shard)?);
+        if stamp < s.last {
+            return Err(StorageError::Invalid("image older than the shard".into()));
+        }
+        s.pools.clear();
+        s.ring.clear();
+        s.ring_bytes = 0;
+        s.ring_evicted_seq = stamp.shard_seq;
+        s.unsynced.clear();
+        s.last = stamp;
+        s.ops = stamp.shard_seq;
+        s.dense = false;
+        s.frontier_us = s.frontier_us.max(stamp.time.physical_us.saturating_sub(1));
+        for m in img.meta.keys {
+            let Ok(p) = self.pool_arc(&m.pool) else {
+                continue;
+            };
+            let ks = Self::pool_keys(&mut s, &p).keys.entry(m.key).or_default();
+            ks.start = m.start;
+            ks.next = m.next;
+            ks.newest = m.newest;
+        }
+        for rec in img.entries {
+            if let RecordBody::Put {
+                pool,
+                key,
+                version,
+                value,
+                tombstone,
+                compaction_key,
+                ..
+            } = rec.body
+            {
+                let Ok(p) = self.pool_arc(&pool) else {
+                    continue;
+                };
+                let stored = Stored {
+                    version,
+                    value,
+                    tombstone,
+                    compaction_key,
+                    lsn: NO_LSN,
+                    dead: false,
+                };
+                self.install(&mut s, &p, &key, stored);
+            }
+        }
+        // The image's entries are history, not new events for watchers.
+        s.ring.clear();
+        s.ring_bytes = 0;
+        s.late = 0;
+        drop(s);
+        self.changed(shard);
+        Ok(())
+    }
+
     /// Log retention: deletes every closed segment that holds nothing the store still needs.
     /// Kept entries pin their segments (so retention, truncation, compaction and overwrites in
     /// latest pools are what free them); pool configurations, shard stamps and key counters

@@ -37,6 +37,10 @@ use crate::store::DurableCallback;
 use crate::types::VALUE_BYTES_LIMIT;
 use record::{decode_body, decode_header, encode, BODY_BYTES_MIN, HEADER_BYTES};
 
+/// Default largest record body (a value at the hard limit plus a compaction key as large,
+/// plus room for names).
+pub const RECORD_BYTES_MAX_DEFAULT: u32 = 2 * VALUE_BYTES_LIMIT + 64 * 1024;
+
 /// Name of the checkpoint file in the log directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 const CHECKPOINT_TMP: &str = "checkpoint.tmp";
@@ -94,7 +98,7 @@ impl LogConfig {
             segment_bytes_max: 64 * 1024 * 1024,
             sync: SyncPolicy::GroupCommit,
             index_interval_bytes: 4096,
-            record_bytes_max: 2 * VALUE_BYTES_LIMIT + 64 * 1024,
+            record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
             fs: Arc::new(StdFs),
         }
     }
