@@ -43,6 +43,14 @@ pub enum StorageError {
         /// The offending stamp.
         got: Stamp,
     },
+    /// The ordering seam handed over a stamp at or below the frontier it announced.
+    #[error("stamp {got:?} is not after the stable frontier {frontier_us}")]
+    StampBelowFrontier {
+        /// The shard's frontier.
+        frontier_us: u64,
+        /// The offending stamp.
+        got: Stamp,
+    },
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),

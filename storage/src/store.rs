@@ -285,6 +285,14 @@ impl Store {
                 got: stamp,
             });
         }
+        if stamp.time.physical_us <= s.frontier_us {
+            // The orderer promised (through `set_frontier`) that nothing at or below the
+            // frontier would still come: accepting it would change a final answer.
+            return Err(StorageError::StampBelowFrontier {
+                frontier_us: s.frontier_us,
+                got: stamp,
+            });
+        }
         if stamp.shard_seq != s.last.shard_seq + 1 {
             s.dense = false;
         }
@@ -358,6 +366,14 @@ impl Store {
         stamp: Stamp,
         op: Op,
     ) -> Result<(Applied, Option<(String, u64)>), StorageError> {
+        // Drop the synced prefix of the unsynced queue here too, so it stays short even if the
+        // driver rarely advances the frontier.
+        if let Some(log) = &self.log {
+            let synced = log.synced_lsn();
+            while s.unsynced.front().is_some_and(|&(lsn, _)| lsn <= synced) {
+                s.unsynced.pop_front();
+            }
+        }
         // Deterministic failures consume the stamp; IO failures do not.
         macro_rules! fail {
             ($e:expr) => {{
