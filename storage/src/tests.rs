@@ -501,6 +501,24 @@ fn replicas_applying_the_same_stamps_agree() {
         a.apply(0, old, put_op("t", "x", b"")),
         Err(StorageError::StampOutOfOrder { .. })
     ));
+    // An external orderer's frontier: stamps at or below it are refused.
+    let sh = a.shard_of("t", "x");
+    a.set_frontier(sh, 10_000).unwrap();
+    assert_eq!(a.frontier_us(sh), 10_000);
+    let last = a.last_stamp(sh);
+    let at = |physical_us, logical| Stamp {
+        shard_seq: last.shard_seq + 1,
+        time: Hlc {
+            physical_us,
+            logical,
+        },
+    };
+    assert!(matches!(
+        a.apply(sh, at(10_000, 9), put_op("t", "x", b"")),
+        Err(StorageError::StampBelowFrontier { .. })
+    ));
+    a.apply(sh, at(10_001, 0), put_op("t", "x", b"ok")).unwrap();
+    a.check_invariants().unwrap();
 }
 
 #[test]
