@@ -13,7 +13,10 @@
 use std::sync::RwLockReadGuard;
 
 use crate::error::StorageError;
-use crate::key::Stored;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::key::KeyState;
 use crate::shard::Shard;
 use crate::store::{Pool, Store};
 use crate::types::*;
@@ -231,8 +234,7 @@ impl Watch {
             c.after = c.replay_upto;
             return;
         };
-        let keys: Box<dyn Iterator<Item = (&String, &crate::key::KeyState)>> = match &self.selector
-        {
+        let keys: Box<dyn Iterator<Item = (&String, &KeyState)>> = match &self.selector {
             Selector::Key(k) => Box::new(pk.keys.get_key_value(k).into_iter()),
             Selector::Prefix(p) => Box::new(
                 pk.keys
@@ -240,34 +242,59 @@ impl Watch {
                     .take_while(move |(k, _)| k.starts_with(p.as_str())),
             ),
         };
-        let mut found: Vec<(u64, &String, &Stored)> = Vec::new();
+        // A k-way merge by shard_seq over the matching keys: memory O(keys), not O(entries).
+        let mut heads: Vec<(&String, &KeyState, usize)> = Vec::new();
+        let mut heap = BinaryHeap::new();
         for (k, ks) in keys {
-            let first = ks
+            let by_seq = ks
                 .entries
                 .partition_point(|e| e.version.shard_seq <= c.after);
-            let mut n = 0;
-            for e in ks.entries.range(first..) {
-                if n >= max || e.version.shard_seq > c.replay_upto {
-                    break;
-                }
-                if e.dead || !self.passes_from(&e.version, e.sensor_key()) {
-                    continue;
-                }
-                found.push((e.version.shard_seq, k, e));
-                n += 1;
+            let by_from = match self.from {
+                WatchFrom::Version(v) => ks
+                    .entries
+                    .partition_point(|e| e.version.next_key_version() <= v),
+                WatchFrom::Time(t, Clock::Platform) => ks
+                    .entries
+                    .partition_point(|e| e.version.time.physical_us < t),
+                _ => 0,
+            };
+            let i = heads.len();
+            heads.push((k, ks, by_seq.max(by_from)));
+            if let Some(seq) = self.next_passing(&mut heads[i], c.replay_upto) {
+                heap.push(Reverse((seq, i)));
             }
         }
-        found.sort_unstable_by_key(|f| f.0);
-        if found.len() >= max {
-            found.truncate(max);
-            c.after = found.last().map_or(c.replay_upto, |f| f.0);
-        } else {
+        let mut taken = 0;
+        while let Some(Reverse((seq, i))) = heap.pop() {
+            if taken >= max {
+                break;
+            }
+            let (k, ks, pos) = heads[i];
+            out.push(WatchEvent::Update(ks.entries[pos].to_entry(k)));
+            taken += 1;
+            c.after = seq;
+            heads[i].2 += 1;
+            if let Some(seq) = self.next_passing(&mut heads[i], c.replay_upto) {
+                heap.push(Reverse((seq, i)));
+            }
+        }
+        if taken < max {
             c.after = c.replay_upto;
         }
-        out.extend(
-            found
-                .into_iter()
-                .map(|(_, k, e)| WatchEvent::Update(e.to_entry(k))),
-        );
+    }
+
+    /// Moves `head` to its next entry that passes the filters and is ≤ `upto`; its shard_seq.
+    fn next_passing(&self, head: &mut (&String, &KeyState, usize), upto: u64) -> Option<u64> {
+        let ks = head.1;
+        while let Some(e) = ks.entries.get(head.2) {
+            if e.version.shard_seq > upto {
+                return None;
+            }
+            if !e.dead && self.passes_from(&e.version, e.sensor_key()) {
+                return Some(e.version.shard_seq);
+            }
+            head.2 += 1;
+        }
+        None
     }
 }

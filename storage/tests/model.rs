@@ -64,7 +64,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::Advance),
         2 => (key.clone(), 0u8..20).prop_map(|(key, v)| Step::GetVersion { key, v }),
         3 => (key.clone(), 0u16..500, any::<bool>()).prop_map(|(key, back, sensor)| Step::GetAt { key, back, sensor }),
-        1 => (key.clone(), 0u8..10).prop_map(|(key, from)| Step::Watch { key, from }),
+        1 => (0..KEYS.len() + 1, 0u8..10).prop_map(|(key, from)| Step::Watch { key, from }),
         2 => (0usize..8).prop_map(|w| Step::Poll { w }),
     ]
 }
@@ -135,7 +135,8 @@ fn sensor_key(v: &Version) -> u64 {
 }
 
 struct W {
-    key: String,
+    /// `None`: a prefix watch on "" (every key, all shards).
+    key: Option<String>,
     from: u64,
     watch: Watch,
     got: Vec<Entry>,
@@ -329,15 +330,14 @@ fn run(steps: Vec<Step>, shards: u32) -> Result<(), TestCaseError> {
             }
             Step::Watch { key, from } => {
                 if watches.len() < 8 {
-                    let k = KEYS[key].to_string();
+                    let k = KEYS.get(key).map(|k| k.to_string());
+                    let sel = match &k {
+                        Some(k) => Selector::Key(k.clone()),
+                        None => Selector::Prefix(String::new()),
+                    };
                     let watch = store
-                        .watch(
-                            "p",
-                            Selector::Key(k.clone()),
-                            WatchFrom::Version(u64::from(from)),
-                        )
+                        .watch("p", sel, WatchFrom::Version(u64::from(from)))
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    // History it must replay: what is kept now with next > from.
                     watches.push(W {
                         key: k,
                         from: u64::from(from),
@@ -358,36 +358,50 @@ fn run(steps: Vec<Step>, shards: u32) -> Result<(), TestCaseError> {
     // true history; and every version still kept (≥ from) is among them.
     for w in &mut watches {
         poll_all(&store, w);
-        let mk = m.keys.get(&w.key).cloned().unwrap_or_default();
-        let mut prev: Option<u64> = None;
+        let keys: Vec<String> = match &w.key {
+            Some(k) => vec![k.clone()],
+            None => KEYS.iter().map(|k| k.to_string()).collect(),
+        };
         for e in &w.got {
-            let kv = e.version.key_version;
             prop_assert!(
-                prev.is_none_or(|p| kv > p),
-                "out of order or duplicate {} after {:?}",
-                kv,
-                prev
+                keys.contains(&e.key),
+                "watch delivered a foreign key {}",
+                e.key
             );
-            prev = Some(kv);
-            prop_assert!(e.version.next_key_version() > w.from);
-            let h = mk
-                .history
-                .get(&kv)
-                .ok_or_else(|| TestCaseError::fail("watch invented a version"))?;
-            prop_assert_eq!(e, &entry(&w.key, h));
         }
-        for e in mk
-            .kept
-            .iter()
-            .filter(|e| e.version.next_key_version() > w.from)
-        {
-            prop_assert!(
-                w.got
-                    .iter()
-                    .any(|g| g.version.key_version == e.version.key_version),
-                "watch missed kept {}",
-                e.version.key_version
-            );
+        for key in keys {
+            let mk = m.keys.get(&key).cloned().unwrap_or_default();
+            let mut prev: Option<u64> = None;
+            let got: Vec<&Entry> = w.got.iter().filter(|e| e.key == key).collect();
+            for e in &got {
+                let kv = e.version.key_version;
+                prop_assert!(
+                    prev.is_none_or(|p| kv > p),
+                    "out of order or duplicate {} after {:?}",
+                    kv,
+                    prev
+                );
+                prev = Some(kv);
+                prop_assert!(e.version.next_key_version() > w.from);
+                let h = mk
+                    .history
+                    .get(&kv)
+                    .ok_or_else(|| TestCaseError::fail("watch invented a version"))?;
+                prop_assert_eq!(*e, &entry(&key, h));
+            }
+            for e in mk
+                .kept
+                .iter()
+                .filter(|e| e.version.next_key_version() > w.from)
+            {
+                prop_assert!(
+                    got.iter()
+                        .any(|g| g.version.key_version == e.version.key_version),
+                    "watch missed kept {}/{}",
+                    key,
+                    e.version.key_version
+                );
+            }
         }
     }
     Ok(())

@@ -674,8 +674,8 @@ impl Log {
 
     /// Deletes whole closed segments whose records all have lsn < `lsn`; returns how many.
     pub fn remove_segments_below(&self, lsn: u64) -> Result<usize, StorageError> {
+        let synced = self.synced_lsn();
         let mut w = lock(&self.sh.w);
-        let synced = self.sh.synced.load(Ordering::Acquire);
         let mut n = 0;
         while w.segs.len() > 1 && w.segs[0].end <= lsn && w.segs[0].end <= synced + 1 {
             let seg = w.segs.remove(0);
