@@ -9,6 +9,8 @@ use crate::types::{Entry, Version};
 
 /// `lsn` of an entry that was never logged (volatile pool).
 pub(crate) const NO_LSN: u64 = u64::MAX;
+/// `lsn` of an entry that lives in the checkpoint (installed by a state transfer).
+pub(crate) const CHECKPOINT_LSN: u64 = 0;
 
 /// Compaction sweeps dead placeholders once more than this many have piled up (and they are
 /// at least half of the entries), so a removal is amortised O(1).
@@ -300,6 +302,11 @@ impl KeyState {
     fn pop_front(&mut self) -> Option<Stored> {
         let e = self.entries.pop_front()?;
         self.start = self.start.max(e.version.next_key_version());
+        // With compaction gaps the next kept entry may start later: `start` is the first kept
+        // counter, whatever placeholders there were (so recovery, which has none, agrees).
+        if let Some(f) = self.entries.front() {
+            self.start = self.start.max(f.version.key_version);
+        }
         if e.dead {
             self.dead -= 1;
         } else {
@@ -352,11 +359,12 @@ impl KeyState {
         self.sweep();
     }
 
-    /// Smallest lsn among kept entries ([`NO_LSN`] if none).
+    /// Smallest log position among kept entries ([`NO_LSN`] if none; entries living in the
+    /// checkpoint do not count).
     pub fn min_lsn(&self) -> u64 {
         self.entries
             .iter()
-            .filter(|e| !e.dead)
+            .filter(|e| !e.dead && e.lsn != CHECKPOINT_LSN)
             .map(|e| e.lsn)
             .min()
             .unwrap_or(NO_LSN)

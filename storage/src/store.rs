@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
 use crate::config::StoreConfig;
 use crate::error::StorageError;
-use crate::key::{KeyState, Stored, NO_LSN};
+use crate::key::{KeyState, Stored, CHECKPOINT_LSN, NO_LSN};
 use crate::log::{Checkpoint, KeyMark, Log, LogConfig, Record, RecordBody};
 use crate::shard::{Fnv, PoolKeys, RingEvent, Shard};
 use crate::types::*;
@@ -61,6 +61,10 @@ pub struct Store {
     generations: Vec<AtomicU64>,
     hook: Arc<RwLock<Option<NotifyHook>>>,
     log: Option<Log>,
+    /// Per shard: log records below this lsn are covered by the checkpoint.
+    cuts: Mutex<Vec<u64>>,
+    /// One checkpoint writer at a time.
+    checkpointing: Mutex<()>,
     pub(crate) bugs: Bugs,
 }
 
@@ -78,6 +82,9 @@ fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
+}
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Checks a pool configuration against the limits.
@@ -151,8 +158,11 @@ impl Store {
         if let Some(c) = checkpoint {
             store.load_checkpoint(c)?;
         }
+        let cuts = lock(&store.cuts).clone();
         for rec in records {
-            store.recover(rec)?;
+            if rec.lsn >= cuts.get(rec.shard as usize).copied().unwrap_or(0) {
+                store.recover(rec)?;
+            }
         }
         for s in &store.shards {
             let mut s = write(s);
@@ -164,6 +174,7 @@ impl Store {
 
     fn build(config: StoreConfig, log: Option<Log>) -> Result<Store, StorageError> {
         config.validate()?;
+        let shard_count = config.shards as usize;
         let shards = (0..config.shards)
             .map(|i| RwLock::new(Shard::new(i)))
             .collect();
@@ -175,6 +186,8 @@ impl Store {
             generations,
             hook: Arc::new(RwLock::new(None)),
             log,
+            cuts: Mutex::new(vec![0; shard_count]),
+            checkpointing: Mutex::new(()),
             bugs: Bugs::default(),
         })
     }
@@ -679,6 +692,7 @@ impl Store {
 
     /// Installs a checkpoint (before the records from its cut on are replayed).
     fn load_checkpoint(&self, c: Checkpoint) -> Result<(), StorageError> {
+        let (ck_cut, ck_shard_cuts, ck_entries) = (c.cut_lsn, c.shard_cuts, c.entries);
         for (sid, stamp) in c.stamps {
             let mut s = write(self.shard(sid)?);
             if stamp > s.last {
@@ -709,6 +723,24 @@ impl Store {
             ks.start = m.start;
             ks.next = m.next;
             ks.newest = m.newest;
+        }
+        {
+            let mut cuts = lock(&self.cuts);
+            for c in cuts.iter_mut() {
+                *c = ck_cut;
+            }
+            for (sid, cut) in ck_shard_cuts {
+                if let Some(c) = cuts.get_mut(sid as usize) {
+                    *c = cut;
+                }
+            }
+        }
+        // Entries that live only in the checkpoint (a state transfer installed them).
+        let mut ck_entries = ck_entries;
+        ck_entries.sort_by_key(|r| (r.shard, r.stamp.shard_seq));
+        for mut rec in ck_entries {
+            rec.lsn = CHECKPOINT_LSN;
+            self.recover(rec)?;
         }
         Ok(())
     }
@@ -859,20 +891,17 @@ impl Store {
     /// Replaces `shard`'s state with an image from [`Store::export_shard`] (a joiner's state
     /// transfer); afterwards apply the ops stamped after the image's stamp. Pools the image
     /// needs are created if missing (same incarnation required if present). Fails without
-    /// effect on a malformed image, a pool incarnation mismatch, an image older than the
-    /// shard, or — not supported yet — an image holding durable pools on a store with a log
-    /// (its state would have to be logged too).
+    /// effect on a malformed image, a pool incarnation mismatch or an image older than the
+    /// shard. On a store with a log, the imported state of durable pools is made durable by
+    /// writing a checkpoint that holds it and covers every earlier record of the shard; if
+    /// that write fails the error is returned, the state is imported in memory only, and a
+    /// restart brings back the old state (transfer again).
     pub fn import_shard(&self, shard: ShardId, image: &[u8]) -> Result<(), StorageError> {
         let img = crate::transfer::ShardImage::decode(image, crate::log::RECORD_BYTES_MAX_DEFAULT)?;
         let stamp = match img.meta.stamps.as_slice() {
             [(sid, st)] if *sid == shard => *st,
             _ => return Err(StorageError::Invalid("image is for another shard".into())),
         };
-        if self.log.is_some() && img.meta.pools.iter().any(|(_, c)| c.durable) {
-            return Err(StorageError::Invalid(
-                "importing durable pools into a store with a log is not supported yet".into(),
-            ));
-        }
         for (id, c) in &img.meta.pools {
             validate_pool_config(c)?;
             if let Some(p) = read(&self.pools).get(&c.name) {
@@ -937,12 +966,18 @@ impl Store {
                 let Ok(p) = self.pool_arc(&pool) else {
                     continue;
                 };
+                // Durable pools' imported entries live in the checkpoint written below.
+                let lsn = if self.log.is_some() && p.config.durable {
+                    CHECKPOINT_LSN
+                } else {
+                    NO_LSN
+                };
                 let stored = Stored {
                     version,
                     value,
                     tombstone,
                     compaction_key,
-                    lsn: NO_LSN,
+                    lsn,
                     dead: false,
                 };
                 self.install(&mut s, &p, &key, stored);
@@ -952,8 +987,16 @@ impl Store {
         s.ring.clear();
         s.ring_bytes = 0;
         s.late = 0;
+        // Every record of this shard logged so far describes the state just replaced.
+        let raise = self.log.as_ref().map(|l| (shard, l.written_lsn() + 1));
         drop(s);
         self.changed(shard);
+        if let (Some(log), Some(raise)) = (&self.log, raise) {
+            let _one = lock(&self.checkpointing);
+            let c = self.build_checkpoint(0, Some(raise));
+            log.write_checkpoint(&c)?;
+            self.adopt_cuts(&c);
+        }
         Ok(())
     }
 
@@ -964,16 +1007,41 @@ impl Store {
     /// calls it now and then.
     pub fn compact_log(&self) -> Result<usize, StorageError> {
         let Some(log) = &self.log else { return Ok(0) };
+        let _one = lock(&self.checkpointing);
         let cut = self.min_live_lsn().min(log.synced_lsn() + 1);
         let segs = log.segments();
         let deletable = segs.len() > 1 && segs[0].1 <= cut;
         if !deletable {
             return Ok(0);
         }
+        let c = self.build_checkpoint(cut, None);
+        log.write_checkpoint(&c)?;
+        self.adopt_cuts(&c);
+        log.remove_segments_below(cut)
+    }
+
+    fn adopt_cuts(&self, c: &Checkpoint) {
+        let mut cuts = lock(&self.cuts);
+        for &(sid, cut) in &c.shard_cuts {
+            if let Some(x) = cuts.get_mut(sid as usize) {
+                *x = cut;
+            }
+        }
+    }
+
+    /// The checkpoint of the current state: pools, stamps, per-shard cuts (each at least
+    /// `cut`; `raise` lifts one shard's further), counters of keys their kept entries do not
+    /// imply, and the entries that live only in the checkpoint.
+    fn build_checkpoint(&self, cut: u64, raise: Option<(ShardId, u64)>) -> Checkpoint {
         let pools: Vec<(u64, PoolConfig)> = read(&self.pools)
             .values()
             .map(|p| (p.id, p.config.clone()))
             .collect();
+        let durable: BTreeMap<String, bool> = pools
+            .iter()
+            .map(|(_, c)| (c.name.clone(), c.durable))
+            .collect();
+        let old_cuts = lock(&self.cuts).clone();
         let mut c = Checkpoint {
             cut_lsn: cut,
             pools,
@@ -981,14 +1049,22 @@ impl Store {
         };
         for sh in &self.shards {
             let s = read(sh);
+            let mut sc = old_cuts.get(s.id as usize).copied().unwrap_or(0).max(cut);
+            if let Some((rs, rc)) = raise {
+                if rs == s.id {
+                    sc = sc.max(rc);
+                }
+            }
+            c.shard_cuts.push((s.id, sc));
             c.stamps.push((s.id, s.last));
             for (pname, pk) in &s.pools {
+                let pool_durable = durable.get(pname).copied().unwrap_or(false);
                 for (k, ks) in &pk.keys {
                     let implied = ks
                         .entries
                         .front()
                         .is_some_and(|f| f.version.key_version == ks.start);
-                    if !implied {
+                    if !implied || ks.entries.iter().any(|e| e.lsn == CHECKPOINT_LSN) {
                         c.keys.push(KeyMark {
                             shard: s.id,
                             pool: pname.clone(),
@@ -999,11 +1075,36 @@ impl Store {
                             newest: ks.newest,
                         });
                     }
+                    if !pool_durable {
+                        continue;
+                    }
+                    for e in ks
+                        .entries
+                        .iter()
+                        .filter(|e| !e.dead && e.lsn == CHECKPOINT_LSN)
+                    {
+                        c.entries.push(Record {
+                            shard: s.id,
+                            stamp: Stamp {
+                                shard_seq: e.version.shard_seq,
+                                time: e.version.time,
+                            },
+                            body: RecordBody::Put {
+                                pool: pname.clone(),
+                                pool_id: pk.pool_id,
+                                key: k.clone(),
+                                version: e.version,
+                                value: e.value.clone(),
+                                tombstone: e.tombstone,
+                                compaction_key: e.compaction_key.clone(),
+                            },
+                            lsn: 0,
+                        });
+                    }
                 }
             }
         }
-        log.write_checkpoint(&c)?;
-        log.remove_segments_below(cut)
+        c
     }
 
     // ---------------------------------------------------------------- durability & frontier

@@ -29,6 +29,11 @@ enum Step {
     },
     CompactLog,
     Reopen,
+    /// Export a shard and import it back (a state transfer onto itself: nothing may change,
+    /// and the imported state must survive restarts and retention).
+    SelfImport {
+        shard: u32,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -39,6 +44,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(|compact| Step::RecreatePool { compact }),
         1 => Just(Step::CompactLog),
         1 => Just(Step::Reopen),
+        1 => (0u32..3).prop_map(|shard| Step::SelfImport { shard }),
     ]
 }
 
@@ -137,6 +143,15 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 }
                 s.compact_log()
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            }
+            Step::SelfImport { shard } => {
+                let before = digests(&s);
+                let img = s
+                    .export_shard(shard)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                s.import_shard(shard, &img)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(digests(&s), before);
             }
             Step::Reopen => {
                 if last_lsn > 0 {

@@ -4,7 +4,10 @@
 //! (temporary file, fsync, rename, directory fsync) before any segment goes; recovery loads it
 //! and replays the records from `cut_lsn` on, which is idempotent on top of it.
 
-use crate::log::record::{put_bytes, put_pool, read_pool, Reader};
+use crate::log::record::{
+    decode_body, decode_header, encode, put_bytes, put_pool, read_pool, Reader, Record, RecordBody,
+    HEADER_BYTES,
+};
 use crate::types::{Hlc, PoolConfig, ShardId, Stamp, KEY_BYTES_MAX, POOL_NAME_BYTES_MAX};
 
 /// A key's counters.
@@ -37,6 +40,11 @@ pub struct Checkpoint {
     pub pools: Vec<(u64, PoolConfig)>,
     /// Key counters not implied by kept entries.
     pub keys: Vec<KeyMark>,
+    /// Per shard, records below this lsn are covered (a shard that received a state transfer
+    /// covers its whole past); shards not listed use `cut_lsn`.
+    pub shard_cuts: Vec<(ShardId, u64)>,
+    /// Entries that live only here (installed by a state transfer), as `Put` records.
+    pub entries: Vec<Record>,
 }
 
 impl Checkpoint {
@@ -71,6 +79,15 @@ impl Checkpoint {
                     b.extend_from_slice(&kv.to_le_bytes());
                 }
             }
+        }
+        b.extend_from_slice(&(self.shard_cuts.len() as u32).to_le_bytes());
+        for (sh, cut) in &self.shard_cuts {
+            b.extend_from_slice(&sh.to_le_bytes());
+            b.extend_from_slice(&cut.to_le_bytes());
+        }
+        b.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for r in &self.entries {
+            encode(r, 0, &mut b);
         }
         let mut out = Vec::with_capacity(b.len() + 8);
         out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -155,6 +172,29 @@ impl Checkpoint {
                 newest,
             });
         }
+        let n = count(&mut r, 12)?;
+        let mut shard_cuts = Vec::with_capacity(n);
+        for _ in 0..n {
+            shard_cuts.push((r.u32()?, r.u64()?));
+        }
+        let n = count(&mut r, HEADER_BYTES)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let hb: [u8; HEADER_BYTES] = r
+                .take(HEADER_BYTES)?
+                .try_into()
+                .map_err(|_| "short record header".to_string())?;
+            let h = decode_header(&hb).ok_or("record header checksum mismatch")?;
+            let rb = r.take(h.body_len as usize)?;
+            if crc32c::crc32c(rb) != h.body_crc {
+                return Err("record checksum mismatch".into());
+            }
+            let rec = decode_body(rb)?;
+            if !matches!(rec.body, RecordBody::Put { .. }) {
+                return Err("checkpoint entries must be puts".into());
+            }
+            entries.push(rec);
+        }
         if r.pos != body.len() {
             return Err("trailing bytes in checkpoint".into());
         }
@@ -163,6 +203,8 @@ impl Checkpoint {
             stamps,
             pools,
             keys,
+            shard_cuts,
+            entries,
         })
     }
 }

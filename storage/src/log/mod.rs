@@ -41,6 +41,9 @@ use record::{decode_body, decode_header, encode, BODY_BYTES_MIN, HEADER_BYTES};
 /// plus room for names).
 pub const RECORD_BYTES_MAX_DEFAULT: u32 = 2 * VALUE_BYTES_LIMIT + 64 * 1024;
 
+/// Largest checkpoint file read (it may hold a transferred shard's entries).
+pub const CHECKPOINT_BYTES_MAX: u64 = 64 << 30;
+
 /// Name of the checkpoint file in the log directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
 const CHECKPOINT_TMP: &str = "checkpoint.tmp";
@@ -223,8 +226,9 @@ enum Scan {
 }
 
 impl Log {
-    /// Opens (or creates) the log in `config.dir`, recovering its records in order. Starts the
-    /// committer thread.
+    /// Opens (or creates) the log in `config.dir`: returns the checkpoint, if any, and every
+    /// record in order (the caller skips what the checkpoint covers). Starts the committer
+    /// thread.
     #[allow(clippy::type_complexity)]
     pub fn open(config: LogConfig) -> Result<(Log, Option<Checkpoint>, Vec<Record>), StorageError> {
         config.validate()?;
@@ -241,11 +245,11 @@ impl Log {
                 .open(&path, false)
                 .map_err(|e| StorageError::io(&ps, &e))?;
             let len = f.len().map_err(|e| StorageError::io(&ps, &e))?;
-            if len > u64::from(config.record_bytes_max) {
+            if len > CHECKPOINT_BYTES_MAX {
                 return Err(StorageError::Corrupt {
                     file: ps,
                     offset: 0,
-                    reason: "checkpoint larger than the record limit".into(),
+                    reason: format!("checkpoint larger than {CHECKPOINT_BYTES_MAX} bytes"),
                 });
             }
             let mut data = vec![0u8; len as usize];
@@ -381,9 +385,6 @@ impl Log {
             .name("squall-log-commit".into())
             .spawn(move || committer(&sh2))
             .map_err(|e| StorageError::io("committer thread", &e))?;
-        if let Some(c) = &checkpoint {
-            records.retain(|r| r.lsn >= c.cut_lsn);
-        }
         Ok((
             Log {
                 sh,
