@@ -19,3 +19,26 @@ if ! "$SQUALL_DDS_VENV/bin/python" -c "import cyclonedds" >/dev/null 2>&1; then
     "$SQUALL_DDS_VENV/bin/pip" install -q "cyclonedds==11.0.1"
 fi
 "$SQUALL_DDS_VENV/bin/python" -c "import cyclonedds.domain; print('cyclonedds python binding ok')"
+
+# Kafka face (issue 4): the integration tests drive `squall serve` with three independent
+# clients. librdkafka is built from source by the `rdkafka` crate (needs a C toolchain and make);
+# kcat is Debian's build on an old librdkafka (the client that trips on tagged fields);
+# kafka-python is a second, pure-Python client implementation.
+echo "== install: C toolchain for librdkafka, kcat, kafka-python"
+if command -v apt-get >/dev/null 2>&1; then
+    need=""
+    for p in build-essential pkg-config kcat python3 python3-pip; do
+        dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
+    done
+    if [ -n "$need" ]; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need) \
+            || echo "!! apt-get install$need failed; the kcat test will say it skipped"
+    fi
+fi
+if ! python3 -c "import kafka" >/dev/null 2>&1; then
+    python3 -m pip install --quiet kafka-python \
+        || python3 -m pip install --quiet --break-system-packages kafka-python \
+        || echo "!! pip install kafka-python failed; the kafka-python test will say it skipped"
+fi
+command -v kcat >/dev/null 2>&1 && echo "kcat: $(kcat -V 2>&1 | head -1)"
+python3 -c "import kafka; print('kafka-python', kafka.__version__)" 2>/dev/null || true

@@ -16,7 +16,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The store.
     pub storage: StorageSection,
-    // Kafka face (issue 4): the kafka helper adds its `[kafka]` section here.
+    /// The Kafka face (issue 4).
+    pub kafka: crate::kafka::KafkaSection,
     /// The DDS face (`[dds]`, `[[dds.topic]]`; see docs/DDS.md). Joins the domain only when
     /// at least one topic is configured.
     pub dds: squall_protocols::dds::DdsConfig,
@@ -79,6 +80,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             storage: StorageSection::default(),
             dds: squall_protocols::dds::DdsConfig::default(),
+            kafka: crate::kafka::KafkaSection::default(),
         }
     }
 }
@@ -139,6 +141,7 @@ impl Config {
         }
         self.http.validate()?;
         self.dds.validate().map_err(|e| e.to_string())?;
+        self.kafka.validate()?;
         if self.storage.shards == 0 || self.storage.shards > 4096 {
             return Err(format!(
                 "storage.shards = {} is out of range: use 1..=4096",

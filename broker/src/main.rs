@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod config;
 mod dds;
+mod kafka;
 mod node;
 mod serve;
 
@@ -54,6 +55,12 @@ enum Cmd {
         /// HTTP listen address (overrides the config file), e.g. 127.0.0.1:8080.
         #[arg(long)]
         http_listen: Option<SocketAddr>,
+        /// Kafka listen address (overrides the config file), e.g. 127.0.0.1:9092.
+        #[arg(long)]
+        kafka_listen: Option<SocketAddr>,
+        /// Kafka listener advertised to clients, HOST:PORT (default: the bound address).
+        #[arg(long)]
+        kafka_advertised: Option<String>,
     },
     /// Create, list or delete pools (topics).
     #[command(subcommand)]
@@ -218,6 +225,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             data_dir,
             http_listen,
+            kafka_listen,
+            kafka_advertised,
         } => {
             let mut cfg = match &config {
                 Some(path) => Config::from_file(path)?,
@@ -228,6 +237,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(a) = http_listen {
                 cfg.http.listen = a;
+            }
+            if let Some(a) = kafka_listen {
+                cfg.kafka.listen = a;
+            }
+            if kafka_advertised.is_some() {
+                cfg.kafka.advertised = kafka_advertised;
             }
             let origin = match &config {
                 Some(p) => format!("config file {} (with flags)", p.display()),

@@ -50,7 +50,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // "squall: kafka listening on ADDR", spawn it with `node.clone()` and a clone of
     // `shutdown_rx`, and push its JoinHandle into `faces` so shutdown waits for it.
     // DDS face (issue 5): likewise, joining the configured domain.
-    let faces: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
+    let mut faces: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
+    if cfg.kafka.enabled {
+        let (addr, task) =
+            crate::kafka::start(node.clone(), &cfg.kafka, shutdown_rx.clone()).await?;
+        println!("squall: kafka listening on {addr}");
+        faces.push(task);
+    }
 
     println!("squall: ready (Ctrl-C or SIGTERM to stop)");
     wait_for_signal().await?;

@@ -82,7 +82,7 @@ impl std::fmt::Debug for Squall {
 }
 
 impl Squall {
-    /// Starts `squall serve --data-dir DIR --http-listen 127.0.0.1:0` plus `extra` arguments and
+    /// Starts `squall serve --data-dir DIR --http-listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0` plus `extra` arguments and
     /// waits until it says it is ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Squall> {
         let bin = squall_bin()?;
@@ -91,6 +91,8 @@ impl Squall {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-listen", "127.0.0.1:0"])
+            // Free ports for every face, so tests can run side by side.
+            .args(["--kafka-listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

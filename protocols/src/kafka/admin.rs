@@ -520,3 +520,69 @@ impl<N: Node> KafkaBroker<N> {
         IncrementalAlterConfigsResponse::default().with_responses(out)
     }
 }
+
+impl<N: Node> KafkaBroker<N> {
+    /// AlterConfigs (the non-incremental form librdkafka's admin API sends): the given set
+    /// replaces every explicitly set config of the topic. Served by translating it into the
+    /// incremental form (SET for each given config, DELETE for the others).
+    pub(crate) async fn alter_configs(&self, req: AlterConfigsRequest) -> AlterConfigsResponse {
+        use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+        let resources = req
+            .resources
+            .iter()
+            .map(|r| {
+                let given: BTreeMap<String, Option<StrBytesAlias>> = r
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.as_str().to_string(), c.value.clone()))
+                    .collect();
+                let mut ops: Vec<AlterableConfig> = Vec::new();
+                if r.resource_type == RESOURCE_TOPIC {
+                    if let Some(meta) = self.topic(r.resource_name.as_str()) {
+                        for k in meta.configs.keys().filter(|k| !given.contains_key(*k)) {
+                            ops.push(
+                                AlterableConfig::default()
+                                    .with_name(sb(k))
+                                    .with_config_operation(1),
+                            );
+                        }
+                    }
+                }
+                for (k, v) in given {
+                    let op = if v.is_some() { 0 } else { 1 };
+                    ops.push(
+                        AlterableConfig::default()
+                            .with_name(sb(&k))
+                            .with_config_operation(op)
+                            .with_value(v),
+                    );
+                }
+                AlterConfigsResource::default()
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name.clone())
+                    .with_configs(ops)
+            })
+            .collect();
+        let inc = self
+            .incremental_alter_configs(
+                IncrementalAlterConfigsRequest::default()
+                    .with_resources(resources)
+                    .with_validate_only(req.validate_only),
+            )
+            .await;
+        AlterConfigsResponse::default().with_responses(
+            inc.responses
+                .into_iter()
+                .map(|r| {
+                    alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_error_code(r.error_code)
+                        .with_error_message(r.error_message)
+                        .with_resource_type(r.resource_type)
+                        .with_resource_name(r.resource_name)
+                })
+                .collect(),
+        )
+    }
+}
+
+type StrBytesAlias = kafka_protocol::protocol::StrBytes;

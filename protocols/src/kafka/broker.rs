@@ -216,6 +216,8 @@ pub struct KafkaBroker<N: Node> {
     pub(crate) producers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PartitionProducers>>>>,
     /// The consumer group coordinator.
     pub(crate) groups: Coordinator,
+    /// Set once the internal pools exist.
+    internal_ready: tokio::sync::OnceCell<()>,
 }
 
 impl<N: Node> std::fmt::Debug for KafkaBroker<N> {
@@ -227,22 +229,10 @@ impl<N: Node> std::fmt::Debug for KafkaBroker<N> {
 }
 
 impl<N: Node> KafkaBroker<N> {
-    /// Creates the face and its internal pools (idempotent).
+    /// Creates the face. Its internal pools are created on the first Kafka request (so a node
+    /// that never sees a Kafka client has none).
     pub async fn new(node: Arc<N>, config: KafkaConfig) -> Result<Self, NodeError> {
         config.validate().map_err(NodeError::Invalid)?;
-        for name in [TOPICS_POOL, OFFSETS_POOL, PRODUCER_IDS_POOL] {
-            let pool = PoolConfig {
-                name: name.to_string(),
-                mode: Mode::Latest,
-                durable: true,
-                retention_ms: None,
-                ..PoolConfig::default()
-            };
-            match node.create_pool(pool).await {
-                Ok(()) | Err(NodeError::PoolExists(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
         let groups = Coordinator::new(
             config.groups_max,
             config.group_members_max,
@@ -255,7 +245,31 @@ impl<N: Node> KafkaBroker<N> {
             topics: RwLock::new(BTreeMap::new()),
             producers: Mutex::new(HashMap::new()),
             groups,
+            internal_ready: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// Creates the internal pools once (idempotent on the store side too).
+    async fn ensure_internal_pools(&self) -> Result<(), NodeError> {
+        self.internal_ready
+            .get_or_try_init(|| async {
+                for name in [TOPICS_POOL, OFFSETS_POOL, PRODUCER_IDS_POOL] {
+                    let pool = PoolConfig {
+                        name: name.to_string(),
+                        mode: Mode::Latest,
+                        durable: true,
+                        retention_ms: None,
+                        ..PoolConfig::default()
+                    };
+                    match self.node.create_pool(pool).await {
+                        Ok(()) | Err(NodeError::PoolExists(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
     }
 
     /// The face's configuration.
@@ -343,6 +357,11 @@ impl<N: Node> KafkaBroker<N> {
                 api_key,
                 api_version,
             });
+        }
+        if key != ApiKey::ApiVersions {
+            self.ensure_internal_pools()
+                .await
+                .map_err(KafkaError::Node)?;
         }
         let malformed = |reason: String| KafkaError::Malformed {
             api_key,
@@ -461,6 +480,10 @@ impl<N: Node> KafkaBroker<N> {
             ApiKey::DescribeConfigs => {
                 let r = req!(DescribeConfigsRequest);
                 respond!(self.describe_configs(r, v))
+            }
+            ApiKey::AlterConfigs => {
+                let r = req!(AlterConfigsRequest);
+                respond!(self.alter_configs(r).await)
             }
             ApiKey::IncrementalAlterConfigs => {
                 let r = req!(IncrementalAlterConfigsRequest);

@@ -39,6 +39,9 @@ pub enum KafkaError {
     /// A response failed to encode (a bug or a value out of the wire type's range).
     #[error("response encoding failed: {0}")]
     Encode(String),
+    /// The node failed in a way no Kafka error code covers (creating the internal pools).
+    #[error("node: {0}")]
+    Node(crate::node::NodeError),
     /// Socket IO failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

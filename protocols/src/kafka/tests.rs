@@ -432,6 +432,10 @@ async fn every_served_version_answers_a_default_request_with_a_decodable_respons
     each!(ApiKey::IncrementalAlterConfigs, |_v: i16| {
         IncrementalAlterConfigsRequest::default()
     });
+    each!(
+        ApiKey::AlterConfigs,
+        |_v: i16| AlterConfigsRequest::default()
+    );
     each!(ApiKey::DescribeCluster, |_v: i16| {
         DescribeClusterRequest::default()
     });

@@ -126,6 +126,11 @@ pub const SERVED: &[Served] = &[
         max: 4,
     },
     Served {
+        key: ApiKey::AlterConfigs,
+        min: 0,
+        max: 2,
+    },
+    Served {
         key: ApiKey::CreatePartitions,
         min: 0,
         max: 3,
