@@ -20,7 +20,7 @@ use rustdds::dds::statusevents::DomainParticipantStatusEvent as Status;
 use rustdds::with_key::{DataWriter, Sample, WriteOptionsBuilder};
 use rustdds::{
     policy, DataWriterStatus, DomainParticipant, DomainParticipantBuilder, QosPolicies,
-    QosPolicyBuilder, StatusEvented, Timestamp, TopicKind, GUID,
+    QosPolicyBuilder, ReadCondition, StatusEvented, Timestamp, TopicKind, GUID,
 };
 use squall_storage::{Entry, Expect, Mode, Selector, WatchFrom, KEY_BYTES_MAX};
 use tokio::sync::Mutex;
@@ -30,7 +30,7 @@ use super::cdr::{self, TypeDesc, Value};
 use super::config::{DdsConfig, DdsTopicConfig, Durability, History, OwnershipKind};
 use super::error::DdsError;
 use super::ownership::{arbitrate, Claim, OwnerRecord};
-use super::sample::{InstanceKey, RawAdapter, RawSample, Scoped};
+use super::sample::{InstanceKey, RawAdapter, RawSample, TypeScope};
 use super::stats::{bump, DdsStats};
 use crate::node::{Node, NodeError, PutRequest, WatchEvent, WatchStream};
 
@@ -40,12 +40,17 @@ pub const INSTANCES_MAX: usize = 1_000_000;
 pub const KEEP_ALL_WRITER_DEPTH: i32 = 1_000;
 /// Longest a reliable write may block when readers lag.
 pub const WRITE_BLOCKING_MS: i64 = 1_000;
+/// Most samples taken from a rustdds reader at once.
+const TAKE_BATCH_MAX: usize = 256;
+/// Batches queued between a reader thread and its ingress task (backpressure beyond).
+const INGRESS_BATCHES_MAX: usize = 64;
 /// How long a sample from a not-yet-discovered writer waits for its discovery data.
 const DISCOVERY_WAIT_MS: u64 = 500;
 /// Attempts at a conditional put of an ownership record before giving up on a sample.
 const CLAIM_TRIES_MAX: usize = 8;
 
 type Writer = DataWriter<RawSample, RawAdapter>;
+type Reader = rustdds::with_key::DataReader<RawSample, RawAdapter>;
 
 /// A remote DDS writer as discovery described it.
 #[derive(Debug, Clone)]
@@ -311,11 +316,14 @@ impl DdsFace {
             discovery_task(s, status_listener).await
         }));
         for (rt, reader) in readers {
-            let stream = Scoped::new(reader.async_sample_stream(), Arc::clone(&rt.ty));
+            let (tx, rx) = tokio::sync::mpsc::channel(INGRESS_BATCHES_MAX);
+            let ty = Arc::clone(&rt.ty);
+            std::thread::Builder::new()
+                .name(format!("dds-rx-{}", rt.cfg.name))
+                .spawn(move || reader_thread(reader, ty, tx))
+                .map_err(|e| DdsError::Dds(format!("reader thread: {e}")))?;
             let (s, r) = (Arc::clone(&shared), Arc::clone(&rt));
-            tasks.push(tokio::spawn(
-                async move { ingress_task(s, r, stream).await },
-            ));
+            tasks.push(tokio::spawn(async move { ingress_task(s, r, rx).await }));
             let watch = shared.node.watch(
                 &rt.cfg.pool,
                 Selector::Prefix(String::new()),
@@ -628,32 +636,119 @@ impl<N: Node> Shared<N> {
     }
 }
 
-async fn ingress_task<N: Node, S>(shared: Arc<Shared<N>>, rt: Arc<TopicRt>, mut stream: Scoped<S>)
-where
-    S: futures_util::Stream<
-            Item = rustdds::dds::result::ReadResult<rustdds::with_key::DataSample<RawSample>>,
-        > + Unpin,
-{
-    while let Some(item) = stream.next().await {
-        let ds = match item {
-            Ok(ds) => ds,
-            Err(e) => {
-                bump(&shared.stats.samples_received);
-                bump(&shared.stats.undecodable);
-                warn!("dds: topic {}: sample dropped: {e}", rt.cfg.name);
-                continue;
-            }
-        };
-        let info = ds.sample_info().clone();
-        let writer = info.writer_guid();
-        if writer.prefix == shared.own.prefix {
-            continue; // our own writer: never loop back
+/// One sample (or dispose, or read error) handed from a reader thread to its ingress task.
+enum Incoming {
+    Value {
+        writer: GUID,
+        sensor_time_us: Option<u64>,
+        raw: RawSample,
+    },
+    Dispose {
+        writer: GUID,
+        sensor_time_us: Option<u64>,
+        key: InstanceKey,
+    },
+    Error(String),
+}
+
+/// Owns a topic's rustdds reader: waits on it with a mio poll (rustdds readers are mio 0.6
+/// `Evented`), takes samples in batches, decodes them with the topic's type in scope, and hands
+/// them to the ingress task. Batches amortize rustdds's per-`take` cost, which grows with the
+/// reader's backlog. Ends when the ingress task is gone.
+fn reader_thread(
+    mut reader: Reader,
+    ty: Arc<TypeDesc>,
+    tx: tokio::sync::mpsc::Sender<Vec<Incoming>>,
+) {
+    use rustdds::mio::{Events, Poll, PollOpt, Ready, Token};
+    let _scope = TypeScope::enter(&ty);
+    let poll = match Poll::new() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("dds: reader poll: {e}");
+            return;
         }
-        bump(&shared.stats.samples_received);
-        let sensor_time_us = info.source_timestamp().map(timestamp_to_us);
-        match ds.into_value() {
-            Sample::Value(raw) => on_sample(&shared, &rt, writer, raw, sensor_time_us).await,
-            Sample::Dispose(key) => on_dispose(&shared, &rt, writer, key, sensor_time_us).await,
+    };
+    if let Err(e) = poll.register(&reader, Token(0), Ready::readable(), PollOpt::level()) {
+        warn!("dds: reader poll register: {e}");
+        return;
+    }
+    let mut events = Events::with_capacity(4);
+    loop {
+        loop {
+            let batch: Vec<Incoming> = match reader.take(TAKE_BATCH_MAX, ReadCondition::not_read())
+            {
+                Ok(v) if v.is_empty() => break,
+                Ok(v) => v
+                    .into_iter()
+                    .map(|ds| {
+                        let info = ds.sample_info();
+                        let writer = info.writer_guid();
+                        let sensor_time_us = info.source_timestamp().map(timestamp_to_us);
+                        match ds.into_value() {
+                            Sample::Value(raw) => Incoming::Value {
+                                writer,
+                                sensor_time_us,
+                                raw,
+                            },
+                            Sample::Dispose(key) => Incoming::Dispose {
+                                writer,
+                                sensor_time_us,
+                                key,
+                            },
+                        }
+                    })
+                    .collect(),
+                // A sample that does not decode is skipped by rustdds after this error.
+                Err(e) => vec![Incoming::Error(e.to_string())],
+            };
+            if tx.blocking_send(batch).is_err() {
+                return; // the face is gone
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        // The timeout only bounds how long a closed face keeps this thread.
+        if let Err(e) = poll.poll(&mut events, Some(StdDuration::from_millis(100))) {
+            warn!("dds: reader poll: {e}");
+            return;
+        }
+    }
+}
+
+async fn ingress_task<N: Node>(
+    shared: Arc<Shared<N>>,
+    rt: Arc<TopicRt>,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<Incoming>>,
+) {
+    while let Some(batch) = rx.recv().await {
+        for item in batch {
+            match item {
+                Incoming::Error(e) => {
+                    bump(&shared.stats.samples_received);
+                    bump(&shared.stats.undecodable);
+                    warn!("dds: topic {}: sample dropped: {e}", rt.cfg.name);
+                }
+                Incoming::Value { writer, .. } | Incoming::Dispose { writer, .. }
+                    if writer.prefix == shared.own.prefix => {} // our own writer: never loop back
+                Incoming::Value {
+                    writer,
+                    sensor_time_us,
+                    raw,
+                } => {
+                    bump(&shared.stats.samples_received);
+                    on_sample(&shared, &rt, writer, raw, sensor_time_us).await;
+                }
+                Incoming::Dispose {
+                    writer,
+                    sensor_time_us,
+                    key,
+                } => {
+                    bump(&shared.stats.samples_received);
+                    on_dispose(&shared, &rt, writer, key, sensor_time_us).await;
+                }
+            }
         }
     }
 }

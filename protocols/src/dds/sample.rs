@@ -3,16 +3,13 @@
 //!
 //! rustdds decodes with a decoder *constant* (`DefaultDecoder::DECODER`), so a decoder cannot
 //! carry the topic's type description. The face therefore installs the description in a
-//! thread-local for the duration of each synchronous `poll_next` of a reader stream
-//! ([`TypeScope`]); the decoder reads it there. Nothing else touches that thread-local.
+//! thread-local of the thread that owns the topic's reader ([`TypeScope`]); the decoder reads
+//! it there. Nothing else touches that thread-local.
 
 use std::cell::RefCell;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::Stream;
 use rustdds::dds::key::{CdrEncodingMaxSize, CdrEncodingSize, KeyHash};
 use rustdds::{Key, Keyed, RepresentationIdentifier};
 
@@ -125,27 +122,6 @@ fn current_type() -> Result<Arc<TypeDesc>, DdsError> {
     CURRENT_TYPE
         .with(|c| c.borrow().clone())
         .ok_or_else(|| DdsError::Undecodable("no type in scope (decoded outside TypeScope)".into()))
-}
-
-/// A stream polled with a type description in scope (see the module docs).
-pub struct Scoped<S> {
-    inner: S,
-    ty: Arc<TypeDesc>,
-}
-
-impl<S> Scoped<S> {
-    /// Wraps `inner` so each poll runs with `ty` in scope.
-    pub fn new(inner: S, ty: Arc<TypeDesc>) -> Self {
-        Scoped { inner, ty }
-    }
-}
-
-impl<S: Stream + Unpin> Stream for Scoped<S> {
-    type Item = S::Item;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        let _scope = TypeScope::enter(&self.ty);
-        Pin::new(&mut self.inner).poll_next(cx)
-    }
 }
 
 /// The rustdds (de)serializer adapter for [`RawSample`].
