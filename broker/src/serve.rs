@@ -46,10 +46,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }));
     println!("squall: http listening on {http_addr} (API /v1, metrics /metrics, health /healthz)");
 
-    // Kafka face (issue 4): bind its listener here (default 127.0.0.1:9092), print
-    // "squall: kafka listening on ADDR", spawn it with `node.clone()` and a clone of
-    // `shutdown_rx`, and push its JoinHandle into `faces` so shutdown waits for it.
-    // DDS face (issue 5): likewise, joining the configured domain.
+    // Faces that run as tasks: each prints "squall: <face> listening on ADDR" (tests parse
+    // it), watches `shutdown_rx`, and is awaited at shutdown before the store closes.
+    // Kafka face (issue 4): default 127.0.0.1:9092.
     let mut faces: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
     if cfg.kafka.enabled {
         let (addr, task) =

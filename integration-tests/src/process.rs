@@ -82,8 +82,8 @@ impl std::fmt::Debug for Squall {
 }
 
 impl Squall {
-    /// Starts `squall serve --data-dir DIR --http-listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0` plus `extra` arguments and
-    /// waits until it says it is ready.
+    /// Starts `squall serve --data-dir DIR --http-listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0`
+    /// plus `extra` arguments and waits until it says it is ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Squall> {
         let bin = squall_bin()?;
         let mut child = Command::new(bin)
