@@ -1681,23 +1681,23 @@ impl Node {
         }
     }
 
-    /// Member lists of next views this node is proposing, accepting or has accepted
+    /// Next views this node is proposing, accepting or has accepted
     /// (for the simulator's fault budget: it must not crash a majority of a view that may
     /// be about to install).
     #[doc(hidden)]
-    pub fn pending_next_members(&self) -> Vec<Vec<NodeId>> {
+    pub fn pending_next_views(&self) -> Vec<Arc<Proposal>> {
         let mut out = Vec::new();
         if let Some(v) = self.ep.proposer.as_ref().and_then(|p| p.value.as_ref()) {
-            out.push(v.members.clone());
+            out.push(v.clone());
         }
         if let Some((_, v)) = &self.ep.accepted {
-            out.push(v.members.clone());
+            out.push(v.clone());
         }
         if let Some((_, _, v)) = &self.ep.accept_inflight {
-            out.push(v.members.clone());
+            out.push(v.clone());
         }
         if let Some(v) = &self.ep.decided {
-            out.push(v.members.clone());
+            out.push(v.clone());
         }
         out
     }

@@ -148,6 +148,7 @@ struct SimNode {
     admitted: u64,
     admitted_ids: Vec<squall_mcast::MsgId>,
     done: bool,
+    leaving: bool,
     shard_at_epoch: BTreeMap<u64, Option<ShardId>>,
 }
 
@@ -217,6 +218,7 @@ impl World {
                 admitted: 0,
                 admitted_ids: Vec::new(),
                 done: false,
+                leaving: false,
                 shard_at_epoch: BTreeMap::new(),
             },
         );
@@ -544,10 +546,11 @@ impl World {
             return false;
         };
         // Every node of the latest view that is down or not yet caught up counts as lost.
+        // Nodes asked to leave count as gone already.
         let up = |m: &NodeId| {
             self.nodes
                 .get(m)
-                .is_some_and(|n| n.alive && !n.done && *m != victim)
+                .is_some_and(|n| n.alive && !n.done && !n.leaving && *m != victim)
         };
         let alive = members.iter().filter(|m| up(m)).count();
         if alive * 2 <= members.len() + 1 {
@@ -566,8 +569,15 @@ impl World {
         }
         // And every view accepted somewhere but not installed yet (it may be decided).
         for n in self.nodes.values().filter(|n| n.alive && !n.done) {
-            for m in n.core.pending_next_members() {
+            for v in n.core.pending_next_views() {
+                let m = &v.members;
                 if m.contains(&victim) && m.iter().filter(|x| up(x)).count() * 2 <= m.len() + 1 {
+                    return false;
+                }
+                if v.shards
+                    .iter()
+                    .any(|s| s.contains(&victim) && !s.iter().any(&up))
+                {
                     return false;
                 }
             }
@@ -689,6 +699,7 @@ impl World {
                     let now = self.now;
                     if let Some(n) = self.nodes.get_mut(&v) {
                         n.core.leave(now);
+                        n.leaving = true;
                     }
                     self.drain(v);
                 }
@@ -749,18 +760,31 @@ impl World {
             .collect();
         if let Some(first) = live.first().and_then(|m| self.nodes.get(m)) {
             let view = first.core.members();
-            if view.iter().filter(|o| up(o)).count() * 2 <= view.len() {
+            let e = first.core.epoch();
+            let shard_lost = self.checker.view(e).is_some_and(|(_, shards)| {
+                shards.iter().any(|s| !s.is_empty() && !s.iter().any(&up))
+            });
+            if view.iter().filter(|o| up(o)).count() * 2 <= view.len() || shard_lost {
                 // The faults exceeded what the newest view tolerates (a crash raced a view
-                // change that still counted the victim): no progress is possible by design.
+                // change that still counted the victim, so the view lost its majority or
+                // every replica of a shard): no progress is possible by design.
                 // Counted apart, not as a pass; safety was still checked all along.
                 self.quorum_lost = true;
                 return;
             }
         }
+        // A joiner whose contacts are all gone cannot be heard (a deployment would hand it
+        // fresh contacts); only joiners with a live contact must have been admitted.
         let joining = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.alive && !n.done && matches!(n.core.status(), Status::Joining(_)))
+            .filter(|(_, n)| n.alive && !n.done)
+            .filter(|(_, n)| match n.core.status() {
+                Status::Joining(contacts) => contacts
+                    .iter()
+                    .any(|c| self.nodes.get(c).is_some_and(|x| x.alive && !x.done)),
+                _ => false,
+            })
             .count();
         if joining > 0 {
             self.checker.liveness(format!(
