@@ -9,6 +9,7 @@
 //! |---|---|
 //! | [`node`] | the state machine: ordering, SST rows, view change, joins, frontiers |
 //! | [`messages`] | what nodes send each other (data batches, SST rows, join, state transfer) |
+//! | [`codec`] | the wire format of messages: checksummed, length-limited frames |
 //! | [`action`] | what the core asks the driver to do |
 //! | [`config`] | [`Config`] and the shard [`Layout`], with `validate()` |
 //! | [`layout`] | the fixed key → shard hash (FNV-1a 64) and the shard allocator |
@@ -70,6 +71,7 @@
 //! See `docs/MCAST.md` for the invariants and what is not built yet.
 
 pub mod action;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod hlc;
