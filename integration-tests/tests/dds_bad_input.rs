@@ -4,7 +4,7 @@
 //! configured, and a storm of malformed RTPS datagrams at the participant's ports. Each is
 //! refused and counted, nothing panics, and a well-behaved writer is still recorded afterwards.
 //!
-//! The node is the in-memory test node (dds_support/mem_node.rs), not the broker.
+//! The node is the in-memory test node (squall_protocols::testing::MemNode), not the broker.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -15,11 +15,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dds_support::mem_node::MemNode;
 use dds_support::{config, eventually, flight_topic, in_netns, Peer};
 use squall_protocols::dds::cdr::{FieldDesc, FieldType};
 use squall_protocols::dds::config::DdsTopicConfig;
 use squall_protocols::dds::DdsFace;
+use squall_protocols::testing::MemNode;
 use squall_protocols::Node;
 
 fn pair_topic() -> DdsTopicConfig {

@@ -7,7 +7,7 @@
 //!   as a dispose, and nothing the face stored from DDS is sent back to DDS;
 //! * versions written by a Cyclone writer can be read back by time (`get_at`).
 //!
-//! The node is the in-memory test node (dds_support/mem_node.rs), not the broker.
+//! The node is the in-memory test node (squall_protocols::testing::MemNode), not the broker.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dds_support::mem_node::MemNode;
 use dds_support::{config, eventually, flight_topic, in_netns, Peer};
 use squall_protocols::dds::cdr::TypeDesc;
 use squall_protocols::dds::DdsFace;
+use squall_protocols::testing::MemNode;
 use squall_protocols::{Node, PutRequest};
 use squall_storage::Clock;
 

@@ -5,7 +5,7 @@
 //! takes over and from then on only its updates are stored. An edit from another face holds the
 //! instance with the configured editor strength, and a weaker DDS writer is refused meanwhile.
 //!
-//! The node is the in-memory test node (dds_support/mem_node.rs), not the broker.
+//! The node is the in-memory test node (squall_protocols::testing::MemNode), not the broker.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dds_support::mem_node::MemNode;
 use dds_support::{config, eventually, flight_topic, in_netns, Peer};
 use squall_protocols::dds::config::{DdsTopicConfig, History, OwnershipKind};
 use squall_protocols::dds::ownership::OwnerRecord;
 use squall_protocols::dds::DdsFace;
+use squall_protocols::testing::MemNode;
 use squall_protocols::{Node, PutRequest};
 
 fn exclusive_topic() -> DdsTopicConfig {

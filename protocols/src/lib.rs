@@ -2,6 +2,7 @@
 //!
 //! * [`node`]: the [`Node`] trait every face is written against; the broker implements it.
 //! * `kafka` (issue 4), `dds` (issue 5), `http`: the faces themselves.
+//! * `testing` (feature `testing`, and this crate's tests): `MemNode`, an in-memory `Node`.
 
 pub mod node;
 
@@ -15,3 +16,6 @@ pub mod http;
 
 #[cfg(feature = "dds")]
 pub mod dds;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

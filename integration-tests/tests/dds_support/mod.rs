@@ -9,8 +9,6 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-pub mod mem_node;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -26,8 +26,6 @@ mod watch;
 pub mod wire;
 
 #[cfg(test)]
-mod mem_node;
-#[cfg(test)]
 mod tests;
 
 use std::future::Future;

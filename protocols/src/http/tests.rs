@@ -11,9 +11,9 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use super::mem_node::MemNode;
 use super::wire::{PutReply, SnapshotReply};
 use super::{HttpConfig, HttpFace};
+use crate::testing::MemNode;
 
 fn face() -> (Router, tokio::sync::watch::Sender<bool>) {
     let (r, tx, _) = face_with_node();

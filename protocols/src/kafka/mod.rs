@@ -37,8 +37,6 @@ mod offsets;
 mod produce;
 
 #[cfg(test)]
-pub(crate) mod mem_node;
-#[cfg(test)]
 mod tests;
 
 pub use broker::{KafkaBroker, KafkaConfig};

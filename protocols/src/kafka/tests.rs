@@ -16,9 +16,9 @@ use kafka_protocol::records::{
 
 use super::broker::code;
 use super::groups::{Coordinator, GroupState, JoinRequest, Pending};
-use super::mem_node::MemNode;
 use super::versions::SERVED;
 use super::{KafkaBroker, KafkaConfig};
+use crate::testing::MemNode;
 
 fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
@@ -1342,7 +1342,7 @@ async fn storage_failures_become_retriable_errors_not_panics() {
         .await
         .expect("broker");
     assert_eq!(create(&b, "f", 1, &[]).await, 0);
-    node.fail_puts
+    node.disk_full
         .store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(
         produce(
