@@ -723,6 +723,7 @@ async fn ingress_task<N: Node>(
     mut rx: tokio::sync::mpsc::Receiver<Vec<Incoming>>,
 ) {
     while let Some(batch) = rx.recv().await {
+        let mut writes = Vec::with_capacity(batch.len());
         for item in batch {
             match item {
                 Incoming::Error(e) => {
@@ -738,7 +739,11 @@ async fn ingress_task<N: Node>(
                     raw,
                 } => {
                     bump(&shared.stats.samples_received);
-                    on_sample(&shared, &rt, writer, raw, sensor_time_us).await;
+                    if rt.cfg.ownership == OwnershipKind::Exclusive {
+                        on_sample(&shared, &rt, writer, raw, sensor_time_us).await;
+                    } else {
+                        writes.push((writer, sensor_time_us, Ok(raw)));
+                    }
                 }
                 Incoming::Dispose {
                     writer,
@@ -746,7 +751,103 @@ async fn ingress_task<N: Node>(
                     key,
                 } => {
                     bump(&shared.stats.samples_received);
-                    on_dispose(&shared, &rt, writer, key, sensor_time_us).await;
+                    if rt.cfg.ownership == OwnershipKind::Exclusive {
+                        on_dispose(&shared, &rt, writer, key, sensor_time_us).await;
+                    } else {
+                        writes.push((writer, sensor_time_us, Err(key)));
+                    }
+                }
+            }
+        }
+        if !writes.is_empty() {
+            store_batch(&shared, &rt, writes).await;
+        }
+    }
+}
+
+/// A sample (`Ok`) or a dispose (`Err` with the instance) from a writer, with its sensor time.
+type Write = (GUID, Option<u64>, Result<RawSample, InstanceKey>);
+
+/// Stores a batch of a SHARED topic: the samples of one instance one after the other, in
+/// arrival order; different instances concurrently (the store orders each key on its own).
+async fn store_batch<N: Node>(shared: &Shared<N>, rt: &TopicRt, writes: Vec<Write>) {
+    let mut st = rt.state.lock().await;
+    let mut groups: BTreeMap<String, Vec<Write>> = BTreeMap::new();
+    for w in writes {
+        let key = match &w.2 {
+            Ok(raw) => &raw.key,
+            Err(k) => k,
+        };
+        if !check_key(&shared.stats, rt, &st, key) {
+            continue;
+        }
+        if !st.instances.contains_key(&key.text) {
+            // Claim the store key now, so a colliding instance later in the batch is refused.
+            st.instances.insert(
+                key.text.clone(),
+                Instance {
+                    key: key.clone(),
+                    last_writer: None,
+                },
+            );
+        }
+        groups.entry(key.text.clone()).or_default().push(w);
+    }
+    let chains = groups.into_iter().map(|(key, ws)| async move {
+        let mut done = Vec::with_capacity(ws.len());
+        for (writer, sensor_time_us, w) in ws {
+            let mut req = match &w {
+                Ok(raw) => PutRequest::new(rt.cfg.pool.clone(), key.clone(), raw.to_stored()),
+                Err(_) => {
+                    let mut r = PutRequest::new(rt.cfg.pool.clone(), key.clone(), Bytes::new());
+                    r.tombstone = true;
+                    r
+                }
+            };
+            req.sensor_time_us = sensor_time_us;
+            let result = shared.node.put(req).await;
+            done.push((writer, w, result));
+        }
+        (key, done)
+    });
+    for (key, done) in futures_util::future::join_all(chains).await {
+        let mut newest = None;
+        for (writer, w, result) in done {
+            match result {
+                Ok(v) => {
+                    st.own.entry(key.clone()).or_default().insert(v.key_version);
+                    st.orphans.remove(&key);
+                    let (instance, last_writer) = match w {
+                        Ok(raw) => {
+                            bump(&shared.stats.samples_stored);
+                            (raw.key, Some(writer))
+                        }
+                        Err(k) => {
+                            bump(&shared.stats.disposes_stored);
+                            (k, None)
+                        }
+                    };
+                    st.instances.insert(
+                        key.clone(),
+                        Instance {
+                            key: instance,
+                            last_writer,
+                        },
+                    );
+                    newest = Some(v);
+                }
+                Err(e) => {
+                    bump(&shared.stats.node_errors);
+                    warn!("dds: store {}/{key}: {e}", rt.cfg.pool);
+                }
+            }
+        }
+        if let (Some(n), Some(v)) = (rt.cfg.keep_versions(), newest) {
+            let before = v.next_key_version().saturating_sub(u64::from(n));
+            if before > 0 {
+                if let Err(e) = shared.node.truncate(&rt.cfg.pool, &key, before).await {
+                    bump(&shared.stats.node_errors);
+                    warn!("dds: truncate {key}: {e}");
                 }
             }
         }
