@@ -1356,3 +1356,83 @@ async fn storage_failures_become_retriable_errors_not_panics() {
         code::KAFKA_STORAGE_ERROR
     );
 }
+
+mod fuzz_lite {
+    //! Random corruption of valid request frames (a proptest stand-in for `cargo fuzz`, run in
+    //! CI): the dispatcher must answer or refuse, never panic, and the broker must still serve
+    //! a clean request afterwards.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Bytes> {
+        let recs = records(
+            &[("k", "v"), ("k2", "v2")],
+            5,
+            -1,
+            -1,
+            -1,
+            Compression::Gzip,
+        );
+        vec![
+            frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()),
+            frame(
+                ApiKey::Metadata,
+                12,
+                &MetadataRequest::default().with_topics(None),
+            ),
+            frame(ApiKey::Produce, 9, &produce_req("fz", 0, recs.clone(), -1)),
+            frame(ApiKey::Produce, 3, &produce_req("fz", 0, recs, 1)),
+            frame(ApiKey::Fetch, 12, &fetch_req("fz", 0, 0, 0, 1 << 20)),
+            frame(
+                ApiKey::JoinGroup,
+                5,
+                &JoinGroupRequest::default()
+                    .with_group_id(GroupId(sb("g")))
+                    .with_session_timeout_ms(5000)
+                    .with_protocol_type(sb("consumer")),
+            ),
+            frame(
+                ApiKey::OffsetCommit,
+                8,
+                &OffsetCommitRequest::default()
+                    .with_group_id(GroupId(sb("g")))
+                    .with_generation_id_or_member_epoch(-1),
+            ),
+            frame(ApiKey::CreateTopics, 5, &CreateTopicsRequest::default()),
+            frame(
+                ApiKey::DescribeConfigs,
+                4,
+                &DescribeConfigsRequest::default(),
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn corrupted_frames_never_panic(which in 0usize..9, edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 0..8), cut in any::<u16>()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            rt.block_on(async {
+                let b = broker().await;
+                assert_eq!(create(&b, "fz", 1, &[]).await, 0);
+                let mut f = samples()[which].to_vec();
+                for (at, byte) in &edits {
+                    let n = f.len();
+                    f[*at as usize % n] = *byte;
+                }
+                let keep = (cut as usize % (f.len() + 1)).max(super::super::frame::REQUEST_BYTES_MIN.min(f.len()));
+                f.truncate(keep);
+                // Bound the work a corrupted length can ask for (long-poll waits, huge counts).
+                let _ = tokio::time::timeout(Duration::from_secs(5), b.handle(Bytes::from(f), "h")).await;
+                let ok = call(&b, 3, ApiVersionsRequest::default()).await;
+                assert_eq!(ok.error_code, 0);
+            });
+        }
+
+        #[test]
+        fn random_record_sets_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = super::super::batch::parse_batches(&bytes, 1 << 20);
+            let _ = super::super::frame::check_frame(&bytes, 1 << 20);
+        }
+    }
+}
