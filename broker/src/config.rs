@@ -49,7 +49,13 @@ pub struct StorageSection {
     pub sync_interval_ms: u64,
     /// A log segment is closed once it reaches this size, in bytes.
     pub segment_bytes_max: u64,
+    /// How often `squall serve` runs log retention (deletes whole segments nothing kept
+    /// needs any more), in ms. Without it a served node's log grows without bound.
+    pub compact_interval_ms: u64,
 }
+
+/// Bounds of `storage.compact_interval_ms` (10 ms .. 1 day).
+pub const COMPACT_INTERVAL_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=86_400_000;
 
 impl Default for StorageSection {
     fn default() -> Self {
@@ -58,6 +64,7 @@ impl Default for StorageSection {
             sync: SyncMode::Group,
             sync_interval_ms: 5,
             segment_bytes_max: 64 * 1024 * 1024,
+            compact_interval_ms: 60_000,
         }
     }
 }
@@ -162,6 +169,14 @@ impl Config {
                 self.storage.segment_bytes_max
             ));
         }
+        if !COMPACT_INTERVAL_MS_RANGE.contains(&self.storage.compact_interval_ms) {
+            return Err(format!(
+                "storage.compact_interval_ms = {} is out of range: use {}..={}",
+                self.storage.compact_interval_ms,
+                COMPACT_INTERVAL_MS_RANGE.start(),
+                COMPACT_INTERVAL_MS_RANGE.end()
+            ));
+        }
         Ok(())
     }
 }
@@ -200,5 +215,19 @@ mod tests {
         c = Config::default();
         c.storage.shards = 0;
         assert!(c.validate().expect_err("0").contains("storage.shards"));
+    }
+
+    #[test]
+    fn log_compaction_interval_default_toml_and_range() {
+        assert_eq!(Config::default().storage.compact_interval_ms, 60_000);
+        let c = Config::from_toml("[storage]\ncompact_interval_ms = 500\n").expect("parse");
+        assert_eq!(c.storage.compact_interval_ms, 500);
+        c.validate().expect("500 ms is valid");
+        for bad in [0, 9, 86_400_001] {
+            let mut c = Config::default();
+            c.storage.compact_interval_ms = bad;
+            let e = c.validate().expect_err("out of range");
+            assert!(e.contains("storage.compact_interval_ms"), "{bad}: {e}");
+        }
     }
 }

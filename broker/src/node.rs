@@ -202,6 +202,22 @@ impl LocalNode {
         }
     }
 
+    /// Log retention (`Store::compact_log`) on a blocking thread (it writes a checkpoint and
+    /// deletes files): the number of segments deleted.
+    pub async fn compact_log(&self) -> anyhow::Result<usize> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.compact_log())
+            .await
+            .context("log compaction task")?
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// Segments in the durable log (0 without one).
+    #[cfg(test)]
+    pub fn log_segments(&self) -> usize {
+        self.store.log().map_or(0, |l| l.segments().len())
+    }
+
     /// Stops the ticker and waits until everything written to the log is synced (clean
     /// shutdown; the log's own drop then closes its files).
     pub async fn close(&self) -> anyhow::Result<()> {
