@@ -371,6 +371,10 @@ impl Node for LocalNode {
         self.store.keys(pool, prefix).map_err(node_err)
     }
 
+    fn keys_with_history(&self, pool: &str, prefix: &str) -> Result<Vec<String>, NodeError> {
+        self.store.keys_with_history(pool, prefix).map_err(node_err)
+    }
+
     async fn put(&self, req: PutRequest) -> Result<Version, NodeError> {
         let op = Op::Put {
             pool: req.pool,

@@ -255,6 +255,28 @@ fn every_endpoint_and_its_errors() -> anyhow::Result<()> {
     assert_eq!(s, 200);
     let (s, _, _) = api.req("GET", "/v1/pools/cars/keys/car2", &[], b"");
     assert_eq!(s, 404);
+    // An audit replay by prefix still shows a deleted key's history (the key listing behind a
+    // prefix replay must not drop keys whose newest version is a delete).
+    let (s, _, b) = api.req(
+        "GET",
+        &format!(
+            "/v1/pools/cars/replay?prefix=car2&from_time=0&to_time={}&wait_ms=2000",
+            now_us()
+        ),
+        &[],
+        b"",
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let car2_versions = String::from_utf8_lossy(&b)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["key"].as_str() == Some("car2"))
+        .count();
+    assert!(
+        car2_versions >= 1,
+        "a prefix replay lost the deleted key car2: {}",
+        String::from_utf8_lossy(&b)
+    );
 
     // Bad input: each a JSON error with the right status, nothing stored.
     let big = vec![b'x'; 9];
@@ -485,4 +507,11 @@ fn sse_watch_replays_then_goes_live() -> anyhow::Result<()> {
     let (_, _, b) = api.req("GET", "/metrics", &[], b"");
     assert!(String::from_utf8_lossy(&b).contains("squall_http_watchers 2"));
     Ok(())
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }

@@ -128,6 +128,12 @@ pub trait Node: Send + Sync + 'static {
     fn pools(&self) -> Vec<PoolConfig>;
     /// Keys of a pool starting with `prefix`, sorted.
     fn keys(&self, pool: &str, prefix: &str) -> Result<Vec<String>, NodeError>;
+    /// Keys starting with `prefix` that have any kept version, including keys whose newest
+    /// version is a delete, sorted (an audit replay must show a deleted key's history).
+    /// The default lists only live keys; a node that keeps deleted keys' history overrides it.
+    fn keys_with_history(&self, pool: &str, prefix: &str) -> Result<Vec<String>, NodeError> {
+        self.keys(pool, prefix)
+    }
 
     /// Orders and applies a write; resolves once it is applied and, for durable pools, on disk.
     fn put(&self, req: PutRequest) -> impl Future<Output = Result<Version, NodeError>> + Send;

@@ -1215,6 +1215,21 @@ impl Store {
 
     /// Keys of `pool` starting with `prefix` whose newest version is not a delete, sorted.
     pub fn keys(&self, pool: &str, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.list_keys(pool, prefix, false)
+    }
+
+    /// Keys of `pool` starting with `prefix` that have any version, deleted ones included
+    /// (their history is still kept until truncated), sorted: what an audit replay walks.
+    pub fn keys_with_history(&self, pool: &str, prefix: &str) -> Result<Vec<String>, StorageError> {
+        self.list_keys(pool, prefix, true)
+    }
+
+    fn list_keys(
+        &self,
+        pool: &str,
+        prefix: &str,
+        deleted_too: bool,
+    ) -> Result<Vec<String>, StorageError> {
         let p = self.pool_arc(pool)?;
         let mut out = Vec::new();
         for sh in &self.shards {
@@ -1224,7 +1239,7 @@ impl Store {
                     pk.keys
                         .range(prefix.to_owned()..)
                         .take_while(|(k, _)| k.starts_with(prefix))
-                        .filter(|(_, ks)| ks.newest.is_some_and(|(_, tomb)| !tomb))
+                        .filter(|(_, ks)| ks.newest.is_some_and(|(_, tomb)| deleted_too || !tomb))
                         .map(|(k, _)| k.clone()),
                 );
             }

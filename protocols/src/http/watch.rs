@@ -400,7 +400,7 @@ pub(crate) async fn replay<N: Node>(
     )?;
     let keys = match selector {
         Selector::Key(k) => vec![k],
-        Selector::Prefix(p) => st.node.keys(&pool, &p)?,
+        Selector::Prefix(p) => st.node.keys_with_history(&pool, &p)?,
     };
     if keys.len() > REPLAY_KEYS_MAX {
         return Err(ApiError::bad_request(
