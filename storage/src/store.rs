@@ -865,23 +865,7 @@ impl Store {
                     newest: ks.newest,
                 });
                 for e in ks.entries.iter().filter(|e| !e.dead) {
-                    entries.push(Record {
-                        shard: s.id,
-                        stamp: Stamp {
-                            shard_seq: e.version.shard_seq,
-                            time: e.version.time,
-                        },
-                        body: RecordBody::Put {
-                            pool: pname.clone(),
-                            pool_id: pk.pool_id,
-                            key: k.clone(),
-                            version: e.version,
-                            value: e.value.clone(),
-                            tombstone: e.tombstone,
-                            compaction_key: e.compaction_key.clone(),
-                        },
-                        lsn: 0,
-                    });
+                    entries.push(put_record(s.id, pname, pk.pool_id, k, e));
                 }
             }
         }
@@ -1083,23 +1067,7 @@ impl Store {
                         .iter()
                         .filter(|e| !e.dead && e.lsn == CHECKPOINT_LSN)
                     {
-                        c.entries.push(Record {
-                            shard: s.id,
-                            stamp: Stamp {
-                                shard_seq: e.version.shard_seq,
-                                time: e.version.time,
-                            },
-                            body: RecordBody::Put {
-                                pool: pname.clone(),
-                                pool_id: pk.pool_id,
-                                key: k.clone(),
-                                version: e.version,
-                                value: e.value.clone(),
-                                tombstone: e.tombstone,
-                                compaction_key: e.compaction_key.clone(),
-                            },
-                            lsn: 0,
-                        });
+                        c.entries.push(put_record(s.id, pname, pk.pool_id, k, e));
                     }
                 }
             }
@@ -1495,4 +1463,25 @@ fn validate_put(c: &PoolConfig, key: &str, value: &Bytes, span: u32) -> Result<(
         return Err(StorageError::Invalid("span must be ≥ 1".into()));
     }
     Ok(())
+}
+
+/// The log record that re-creates one kept entry (for a shard export or a checkpoint).
+fn put_record(shard: ShardId, pool: &str, pool_id: u64, key: &str, e: &Stored) -> Record {
+    Record {
+        shard,
+        stamp: Stamp {
+            shard_seq: e.version.shard_seq,
+            time: e.version.time,
+        },
+        body: RecordBody::Put {
+            pool: pool.to_string(),
+            pool_id,
+            key: key.to_string(),
+            version: e.version,
+            value: e.value.clone(),
+            tombstone: e.tombstone,
+            compaction_key: e.compaction_key.clone(),
+        },
+        lsn: 0,
+    }
 }
