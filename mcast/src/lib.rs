@@ -16,6 +16,7 @@
 //! | [`hlc`] | the hybrid logical clock |
 //! | [`orderer`] | the store's ordering seam ([`Orderer`]) |
 //! | [`limits`] | named limits |
+//! | `net` | (feature `tcp`, default) the transport trait, the TCP transport and the driver that runs a node between processes; the only module with tokio, sockets and clock reads |
 //!
 //! ## Driving contract
 //! The driver owns the transport, the timers, the disk and the application. It:
@@ -78,6 +79,8 @@ pub mod hlc;
 pub mod layout;
 pub mod limits;
 pub mod messages;
+#[cfg(feature = "tcp")]
+pub mod net;
 pub mod node;
 pub mod orderer;
 pub mod types;

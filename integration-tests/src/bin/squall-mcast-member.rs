@@ -1,0 +1,628 @@
+//! `squall-mcast-member`: one member of an ordered-multicast group over TCP (or, with
+//! `--mode raw`, the same process doing a raw unordered TCP fan-out, the benchmark baseline).
+//!
+//! ```text
+//! squall-mcast-member --id N [--listen ADDR] --peer ID=ADDR ... [--join]
+//!     [--mode ordered|raw] [--size BYTES] [--rate MSGS_PER_S] [--window W]
+//!     [--heartbeat-ms MS] [--suspect-ms MS] [--paused] [--status-ms MS]
+//!     [--warmup-ms MS --measure-ms MS [--drain-ms MS] [--linger-ms MS]]
+//! ```
+//! * `--peer` names the other initial members (`--join`: the contacts to join through).
+//!   Without `--join` the member waits until it is connected to every peer, then starts
+//!   the bootstrap view of `{id} ∪ peers`.
+//! * `--rate 0` (the default) sends as fast as flow control allows; otherwise that many
+//!   messages per second. Each payload starts with its send time (µs) so receivers measure
+//!   delivery latency.
+//! * With `--measure-ms` the member sends for warm-up + measurement, stops, waits
+//!   `--drain-ms`, prints one `RESULT` line and exits after `--linger-ms`.
+//! * Commands on stdin: `start`, `stop` (sending), `status`, `quit`.
+//!
+//! Lines on stdout (one event each, `key=value` fields):
+//! `LISTEN addr=…` once bound; `READY …` once the bootstrap view (or join request) is up;
+//! `VIEW epoch=… members=a,b,c count=… digest=…` at every view install, with the number of
+//! messages delivered before it and the digest of that delivered sequence (so members
+//! compare the same prefix: everything up to the end of the previous epoch);
+//! `STATE count=… digest=…` after a state transfer was installed; `STATUS …` on request;
+//! `REMOVED`; `RESULT …` in measuring mode.
+//!
+//! The digest chains, for every delivered message in order, its version, sender, sender
+//! sequence and the CRC32C of its payload.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::{BufMut, Bytes, BytesMut};
+use squall_mcast::net::{Application, Driver, TcpConfig, TcpTransport, Transport, TransportEvent};
+use squall_mcast::{
+    codec, fnv1a64, Config, DataBatch, DataMsg, Delivery, Hlc, Layout, Message, MsgId, Node,
+    NodeId, ShardId, Version, ViewInfo,
+};
+use tokio::sync::mpsc;
+
+/// Latency samples kept per run (beyond it the rest are not recorded).
+const LAT_SAMPLES_MAX: usize = 8 << 20;
+/// Raw mode: bytes that may wait in a peer's queue before the sender pauses.
+const RAW_QUEUE_BYTES: usize = 4 << 20;
+/// Raw mode: most messages per frame.
+const RAW_BATCH_MAX: usize = 256;
+/// Smallest payload (it carries its send time and sequence).
+const PAYLOAD_MIN: usize = 16;
+/// Messages offered in one burst before the loop looks at the network again.
+const SEND_BURST_MAX: usize = 4096;
+
+#[derive(Clone, Debug)]
+struct Opts {
+    id: u64,
+    listen: SocketAddr,
+    peers: BTreeMap<NodeId, SocketAddr>,
+    join: bool,
+    raw: bool,
+    size: usize,
+    rate: u64,
+    window: usize,
+    heartbeat_ms: u64,
+    suspect_ms: u64,
+    paused: bool,
+    status_ms: u64,
+    warmup_ms: u64,
+    measure_ms: u64,
+    drain_ms: u64,
+    linger_ms: u64,
+}
+
+fn parse() -> Result<Opts> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut o = Opts {
+        id: 0,
+        listen: "127.0.0.1:0".parse()?,
+        peers: BTreeMap::new(),
+        join: false,
+        raw: false,
+        size: 100,
+        rate: 0,
+        window: 256,
+        heartbeat_ms: 10,
+        suspect_ms: 1000,
+        paused: false,
+        status_ms: 0,
+        warmup_ms: 0,
+        measure_ms: 0,
+        drain_ms: 1000,
+        linger_ms: 1000,
+    };
+    let mut have_id = false;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].clone();
+        let mut val = || -> Result<String> {
+            i += 1;
+            args.get(i)
+                .cloned()
+                .with_context(|| format!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--id" => {
+                o.id = val()?.parse()?;
+                have_id = true;
+            }
+            "--listen" => o.listen = val()?.parse()?,
+            "--peer" => {
+                let v = val()?;
+                let (id, addr) = v.split_once('=').context("--peer wants ID=ADDR")?;
+                o.peers.insert(NodeId(id.parse()?), addr.parse()?);
+            }
+            "--join" => o.join = true,
+            "--mode" => {
+                o.raw = match val()?.as_str() {
+                    "ordered" => false,
+                    "raw" => true,
+                    m => bail!("unknown mode {m}"),
+                }
+            }
+            "--size" => o.size = val()?.parse()?,
+            "--rate" => o.rate = val()?.parse()?,
+            "--window" => o.window = val()?.parse()?,
+            "--heartbeat-ms" => o.heartbeat_ms = val()?.parse()?,
+            "--suspect-ms" => o.suspect_ms = val()?.parse()?,
+            "--paused" => o.paused = true,
+            "--status-ms" => o.status_ms = val()?.parse()?,
+            "--warmup-ms" => o.warmup_ms = val()?.parse()?,
+            "--measure-ms" => o.measure_ms = val()?.parse()?,
+            "--drain-ms" => o.drain_ms = val()?.parse()?,
+            "--linger-ms" => o.linger_ms = val()?.parse()?,
+            a => bail!("unknown argument {a}"),
+        }
+        i += 1;
+    }
+    if !have_id {
+        bail!("--id is required");
+    }
+    if o.size < PAYLOAD_MIN {
+        bail!("--size must be at least {PAYLOAD_MIN}");
+    }
+    if o.join && o.peers.is_empty() {
+        bail!("--join needs at least one --peer to contact");
+    }
+    Ok(o)
+}
+
+/// The application: a digest of the delivered sequence plus measurement counters.
+#[derive(Debug, Default)]
+struct App {
+    me: u64,
+    count: u64,
+    digest: u64,
+    last_version: Version,
+    epoch: u64,
+    members: Vec<NodeId>,
+    views: u64,
+    // measurement window (wall µs)
+    from_us: u64,
+    to_us: u64,
+    win_count: u64,
+    win_bytes: u64,
+    lat_us: Vec<u32>,
+}
+
+impl App {
+    fn record(&mut self, now_us: u64, id: MsgId, version: Version, payload: &[u8]) {
+        let crc = crc32c::crc32c(payload);
+        let mut b = [0u8; 44];
+        b[0..8].copy_from_slice(&self.digest.to_le_bytes());
+        b[8..16].copy_from_slice(&version.epoch.to_le_bytes());
+        b[16..24].copy_from_slice(&version.seq.to_le_bytes());
+        b[24..32].copy_from_slice(&id.sender.0.to_le_bytes());
+        b[32..40].copy_from_slice(&id.seq.to_le_bytes());
+        b[40..44].copy_from_slice(&crc.to_le_bytes());
+        self.digest = fnv1a64(&b);
+        self.count += 1;
+        self.last_version = version;
+        if now_us >= self.from_us && now_us < self.to_us {
+            self.win_count += 1;
+            self.win_bytes += payload.len() as u64;
+            if id.sender.0 != self.me && payload.len() >= 8 && self.lat_us.len() < LAT_SAMPLES_MAX {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&payload[..8]);
+                let sent = u64::from_le_bytes(t);
+                self.lat_us
+                    .push(now_us.saturating_sub(sent).min(u32::MAX as u64) as u32);
+            }
+        }
+    }
+    fn status(&self) -> String {
+        format!(
+            "id={} epoch={} members={} count={} digest={:016x} version={}",
+            self.me,
+            self.epoch,
+            join_ids(&self.members),
+            self.count,
+            self.digest,
+            self.last_version
+        )
+    }
+}
+
+impl Application for App {
+    fn deliver(&mut self, now_us: u64, d: &Delivery) {
+        self.record(now_us, d.id, d.version, &d.payload);
+    }
+    fn capture_snapshot(&mut self, _shard: ShardId, _version: Version) -> Bytes {
+        let mut b = BytesMut::with_capacity(16);
+        b.put_u64_le(self.count);
+        b.put_u64_le(self.digest);
+        b.freeze()
+    }
+    fn install_snapshot(&mut self, _shard: ShardId, version: Version, data: &Bytes) {
+        if data.len() != 16 {
+            println!("ERROR snapshot of {} bytes ignored", data.len());
+            return;
+        }
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&data[0..8]);
+        let mut g = [0u8; 8];
+        g.copy_from_slice(&data[8..16]);
+        self.count = u64::from_le_bytes(c);
+        self.digest = u64::from_le_bytes(g);
+        self.last_version = version;
+        println!(
+            "STATE id={} count={} digest={:016x} version={}",
+            self.me, self.count, self.digest, version
+        );
+    }
+    fn view_installed(&mut self, _now_us: u64, v: &ViewInfo) {
+        self.epoch = v.epoch;
+        self.members = v.members.clone();
+        self.views += 1;
+        println!(
+            "VIEW id={} epoch={} members={} count={} digest={:016x} needs_state={}",
+            self.me,
+            v.epoch,
+            join_ids(&v.members),
+            self.count,
+            self.digest,
+            v.needs_state
+        );
+    }
+    fn removed(&mut self, left: bool) {
+        println!("REMOVED id={} left={left}", self.me);
+    }
+}
+
+fn join_ids(ids: &[NodeId]) -> String {
+    ids.iter()
+        .map(|i| i.0.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A payload of `size` bytes carrying its send time and a sequence number.
+fn payload(size: usize, seq: u64, now_us: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(size);
+    b.put_u64_le(now_us);
+    b.put_u64_le(seq);
+    b.resize(size, (seq & 0xff) as u8);
+    b.freeze()
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Pacing: how many messages may be offered now.
+#[derive(Debug)]
+struct Pacer {
+    rate: u64,
+    start: Instant,
+    offered: u64,
+}
+
+impl Pacer {
+    fn allowance(&self) -> usize {
+        if self.rate == 0 {
+            return SEND_BURST_MAX;
+        }
+        let due = (self.start.elapsed().as_secs_f64() * self.rate as f64) as u64;
+        due.saturating_sub(self.offered).min(SEND_BURST_MAX as u64) as usize
+    }
+}
+
+fn main() -> Result<()> {
+    let o = parse()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(o))
+}
+
+async fn run(o: Opts) -> Result<()> {
+    let me = NodeId(o.id);
+    let tcfg = TcpConfig::new(me, o.peers.clone());
+    let mut transport = TcpTransport::bind(tcfg, o.listen).await?;
+    println!("LISTEN id={} addr={}", o.id, transport.local_addr());
+
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<String>(16);
+    // Commands from stdin, read on a plain thread (blocking reads).
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::stdin().lock().lines() {
+            let Ok(l) = l else { break };
+            if cmd_tx.blocking_send(l.trim().to_string()).is_err() {
+                return;
+            }
+        }
+        let _ = cmd_tx.blocking_send("eof".into());
+    });
+
+    let peers: Vec<NodeId> = o.peers.keys().copied().collect();
+    if !o.join {
+        let missing = transport.connect_all(&peers, Duration::from_secs(30)).await;
+        if !missing.is_empty() {
+            bail!("could not connect to peers {missing:?} within 30 s");
+        }
+    }
+    let mut app = App {
+        me: o.id,
+        ..App::default()
+    };
+    if o.measure_ms > 0 {
+        let now = wall_us();
+        app.from_us = now + o.warmup_ms * 1000;
+        app.to_us = app.from_us + o.measure_ms * 1000;
+    } else {
+        app.to_us = u64::MAX;
+    }
+    if o.raw {
+        run_raw(o, transport, app, &mut cmd_rx).await
+    } else {
+        let cfg = Config {
+            layout: Layout::uniform(1, 1, 16),
+            window: o.window,
+            heartbeat_us: o.heartbeat_ms * 1000,
+            suspect_timeout_us: o.suspect_ms * 1000,
+            retransmit_us: (o.suspect_ms * 1000 / 4).max(o.heartbeat_ms * 2000),
+            view_change_retry_us: o.suspect_ms * 3000,
+            payload_bytes_max: o.size.max(1 << 20),
+            batch_messages_max: 1024,
+            durable: false,
+        };
+        let now = wall_us();
+        let node = if o.join {
+            Node::new_joiner(me, &peers, cfg, now)?
+        } else {
+            let mut members = peers.clone();
+            members.push(me);
+            members.sort();
+            Node::new_initial(me, &members, cfg, now)?
+        };
+        let driver = Driver::new(node, transport, app);
+        run_ordered(o, driver, &mut cmd_rx).await
+    }
+}
+
+/// What the main loop should do after a stdin command.
+fn command(line: &str, sending: &mut bool, pacer: &mut Pacer, status: impl Fn() -> String) -> bool {
+    match line {
+        "start" if !*sending => {
+            *sending = true;
+            pacer.start = Instant::now();
+            pacer.offered = 0;
+        }
+        "stop" => *sending = false,
+        "status" => println!("STATUS {}", status()),
+        "quit" => return false,
+        _ => {}
+    }
+    true
+}
+
+fn result_line(o: &Opts, app: &mut App, sent: u64, extra: &str) {
+    app.lat_us.sort_unstable();
+    let secs = o.measure_ms as f64 / 1000.0;
+    println!(
+        "RESULT id={} mode={} size={} rate={} delivered={} secs={:.3} msgs_per_s={:.0} mb_per_s={:.2} \
+         p50_us={} p99_us={} lat_samples={} sent={} count={} digest={:016x} {}",
+        o.id,
+        if o.raw { "raw" } else { "ordered" },
+        o.size,
+        o.rate,
+        app.win_count,
+        secs,
+        app.win_count as f64 / secs,
+        app.win_bytes as f64 / secs / 1e6,
+        percentile(&app.lat_us, 0.50),
+        percentile(&app.lat_us, 0.99),
+        app.lat_us.len(),
+        sent,
+        app.count,
+        app.digest,
+        extra
+    );
+}
+
+async fn run_ordered(
+    o: Opts,
+    mut d: Driver<TcpTransport, App>,
+    cmds: &mut mpsc::Receiver<String>,
+) -> Result<()> {
+    println!(
+        "READY id={} mode=ordered joining={} epoch={}",
+        o.id,
+        o.join,
+        d.node.epoch()
+    );
+    let mut sending = !o.paused;
+    let mut pacer = Pacer {
+        rate: o.rate,
+        start: Instant::now(),
+        offered: 0,
+    };
+    let mut seq = 0u64;
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut status = tokio::time::interval(Duration::from_millis(o.status_ms.max(1)));
+    let measuring = o.measure_ms > 0;
+    let stop_at = Instant::now() + Duration::from_millis(o.warmup_ms + o.measure_ms);
+    let report_at = stop_at + Duration::from_millis(o.drain_ms);
+    let mut reported = false;
+    loop {
+        let wait = d.until_tick();
+        tokio::select! {
+            ev = d.transport.recv() => {
+                let Some(ev) = ev else { break };
+                d.handle(ev);
+                d.pump();
+            }
+            _ = tokio::time::sleep(wait) => {}
+            _ = pace.tick(), if sending => {}
+            c = cmds.recv() => {
+                let c = c.unwrap_or_else(|| "eof".into());
+                if c == "eof" && measuring {
+                    // keep running: the bench may close stdin
+                } else if !command(&c, &mut sending, &mut pacer, || d.app.status()) || c == "eof" {
+                    break;
+                }
+            }
+            _ = status.tick(), if o.status_ms > 0 => println!("STATUS {}", d.app.status()),
+        }
+        d.tick_if_due();
+        if sending && !d.is_removed() && d.node.is_state_ready() {
+            let n = pacer.allowance();
+            for _ in 0..n {
+                let p = payload(o.size, seq, wall_us());
+                match d.send(p) {
+                    Ok(_) => {
+                        seq += 1;
+                        pacer.offered += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        d.flush();
+        if measuring {
+            let now = Instant::now();
+            if sending && now >= stop_at {
+                sending = false;
+            }
+            if !reported && now >= report_at {
+                reported = true;
+                let s = d.stats().clone();
+                let t = d.transport.stats();
+                let extra = format!(
+                    "epoch={} data_frames={} data_batches_in={} rows_sent={} rows_in={} refused={} bytes_out={}",
+                    d.node.epoch(),
+                    s.data_frames,
+                    s.data_batches_in,
+                    s.rows_sent,
+                    s.rows_in,
+                    s.refused,
+                    t.bytes_sent
+                );
+                result_line(&o, &mut d.app, seq, &extra);
+            }
+            if reported && now >= report_at + Duration::from_millis(o.linger_ms) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_raw(
+    o: Opts,
+    mut t: TcpTransport,
+    mut app: App,
+    cmds: &mut mpsc::Receiver<String>,
+) -> Result<()> {
+    let me = NodeId(o.id);
+    let peers: Vec<NodeId> = o.peers.keys().copied().collect();
+    let mut members = peers.clone();
+    members.push(me);
+    members.sort();
+    app.members = members;
+    println!("READY id={} mode=raw", o.id);
+    let mut sending = !o.paused;
+    let mut pacer = Pacer {
+        rate: o.rate,
+        start: Instant::now(),
+        offered: 0,
+    };
+    let mut seq = 0u64;
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let measuring = o.measure_ms > 0;
+    let stop_at = Instant::now() + Duration::from_millis(o.warmup_ms + o.measure_ms);
+    let report_at = stop_at + Duration::from_millis(o.drain_ms);
+    let mut reported = false;
+    let mut scratch = BytesMut::new();
+    // Raw deliveries are numbered per sender in arrival order (no agreed order exists).
+    let mut recv_count: BTreeMap<NodeId, u64> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            ev = t.recv() => {
+                let Some(ev) = ev else { break };
+                let mut next = Some(ev);
+                let mut n = 0;
+                while let Some(ev) = next {
+                    if let TransportEvent::Message { from, msg: Message::Data(b) } = ev {
+                        let now = wall_us();
+                        for m in &b.msgs {
+                            if let DataMsg::App { id, payload, .. } = m {
+                                let c = recv_count.entry(from).or_default();
+                                *c += 1;
+                                app.record(now, *id, Version { epoch: 0, seq: *c }, payload);
+                            }
+                        }
+                    }
+                    n += 1;
+                    next = if n < 4096 { t.try_recv() } else { None };
+                }
+            }
+            _ = pace.tick(), if sending => {}
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            c = cmds.recv() => {
+                let c = c.unwrap_or_else(|| "eof".into());
+                if c == "eof" && measuring {
+                } else if !command(&c, &mut sending, &mut pacer, || app.status()) || c == "eof" {
+                    break;
+                }
+            }
+        }
+        if sending {
+            let mut budget = pacer.allowance();
+            while budget > 0 {
+                let room = peers
+                    .iter()
+                    .map(|p| RAW_QUEUE_BYTES.saturating_sub(t.queued_bytes(*p)))
+                    .min()
+                    .unwrap_or(RAW_QUEUE_BYTES);
+                let fit = (room / (o.size + 40)).min(RAW_BATCH_MAX).min(budget);
+                if fit == 0 {
+                    break;
+                }
+                let now = wall_us();
+                let mut msgs = Vec::with_capacity(fit);
+                for _ in 0..fit {
+                    let p = payload(o.size, seq, now);
+                    let id = MsgId { sender: me, seq };
+                    app.record(now, id, Version { epoch: 0, seq }, &p);
+                    msgs.push(DataMsg::App {
+                        id,
+                        ts: Hlc {
+                            phys_us: now,
+                            logical: 0,
+                        },
+                        payload: p,
+                    });
+                    seq += 1;
+                }
+                pacer.offered += fit as u64;
+                budget -= fit;
+                let batch = DataBatch {
+                    epoch: 0,
+                    shard: 0,
+                    sender_rank: 0,
+                    first_index: seq - fit as u64,
+                    msgs,
+                };
+                codec::encode(&Message::Data(std::sync::Arc::new(batch)), &mut scratch);
+                let frame = scratch.split().freeze();
+                for p in &peers {
+                    t.send(*p, frame.clone());
+                }
+            }
+        }
+        if measuring {
+            let now = Instant::now();
+            if sending && now >= stop_at {
+                sending = false;
+            }
+            if !reported && now >= report_at {
+                reported = true;
+                let st = t.stats();
+                let extra = format!(
+                    "bytes_out={} dropped={}",
+                    st.bytes_sent, st.frames_dropped_full
+                );
+                result_line(&o, &mut app, seq, &extra);
+            }
+            if reported && now >= report_at + Duration::from_millis(o.linger_ms) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}

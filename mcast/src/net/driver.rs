@@ -1,0 +1,459 @@
+//! [`Driver`]: runs one [`Node`] over a [`Transport`] with a real clock.
+//!
+//! The driver is the only place that reads the clock ([`WallClock`]: wall-clock
+//! microseconds, never going backwards, so HLC stamps of different processes on one host are
+//! comparable). It feeds the node every transport event, ticks it at
+//! [`Node::next_timeout`], and after every batch of inputs drains the node's actions:
+//!
+//! * `Send` — encoded with [`codec`] and queued on the transport, **after** the batch:
+//!   consecutive data batches of this node's own stream to one peer are merged into one frame
+//!   (up to [`DATA_MERGE_BYTES_MAX`]) and encoded once for all peers; of the SST rows queued
+//!   for a peer only the newest is sent (rows are monotone snapshots of the owner's state and
+//!   receivers keep the newest; a superseded row carries nothing the newest does not). This
+//!   is the opportunistic batching of the design: whatever piled up while the node ran goes
+//!   out together, nothing waits to fill a batch.
+//! * `Deliver`, `InstallView`, `InstallSnapshot`, `CaptureSnapshot` — handed to the
+//!   [`Application`] in order.
+//! * `Persist` / `PersistControl` — served by [`MemPersist`]: **in memory only** (records are
+//!   kept, then confirmed at once). A process that dies loses them, so a restarted member
+//!   must rejoin as a new member with state transfer; this is not the durable mode.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+
+use super::transport::{Transport, TransportEvent};
+use crate::action::{Action, ControlRecord, Delivery, ViewInfo};
+use crate::codec;
+use crate::error::Error;
+use crate::messages::{DataBatch, DataMsg, Message, Row};
+use crate::node::{Node, Status};
+use crate::types::{Epoch, MsgId, NodeId, ShardId, Version};
+
+/// Merged data frames grow to at most this many payload bytes.
+pub const DATA_MERGE_BYTES_MAX: usize = 1 << 20;
+/// Most transport events taken in one batch before the node's actions are drained.
+pub const EVENTS_PER_BATCH_MAX: usize = 4096;
+/// Control records [`MemPersist`] keeps (older ones are dropped; they are only for reports).
+pub const CONTROL_RECORDS_KEPT: usize = 1024;
+
+/// What the application does with the node's outputs.
+pub trait Application {
+    /// A delivered message, in the shard's total order.
+    fn deliver(&mut self, now_us: u64, d: &Delivery);
+    /// The application state right now (after every earlier delivery) for state transfer.
+    fn capture_snapshot(&mut self, shard: ShardId, version: Version) -> Bytes;
+    /// Replace the state with a snapshot from the shard's source.
+    fn install_snapshot(&mut self, shard: ShardId, version: Version, data: &Bytes);
+    /// A view was installed.
+    fn view_installed(&mut self, _now_us: u64, _view: &ViewInfo) {}
+    /// The node left (`left == true`) or was removed from the group.
+    fn removed(&mut self, _left: bool) {}
+}
+
+/// Wall-clock microseconds that never go backwards.
+#[derive(Debug, Default)]
+pub struct WallClock {
+    last_us: u64,
+}
+
+impl WallClock {
+    /// Now, in microseconds since the Unix epoch (monotone per process).
+    pub fn now_us(&mut self) -> u64 {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        self.last_us = self.last_us.max(t);
+        self.last_us
+    }
+}
+
+/// In-memory stand-in for the persistence the core asks for: keeps the records and the
+/// flushed versions, and confirms every request at once. Nothing survives the process.
+#[derive(Debug, Default)]
+pub struct MemPersist {
+    /// The newest control records (accepts and decisions), oldest first.
+    pub records: VecDeque<ControlRecord>,
+    /// Per shard, the highest version "flushed".
+    pub flushed: BTreeMap<ShardId, Version>,
+}
+
+impl MemPersist {
+    fn record(&mut self, r: ControlRecord) {
+        if self.records.len() == CONTROL_RECORDS_KEPT {
+            self.records.pop_front();
+        }
+        self.records.push_back(r);
+    }
+}
+
+/// Counters of the driver.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Transport events fed to the node.
+    pub events: u64,
+    /// Batches of events (each followed by one drain).
+    pub batches: u64,
+    /// Data frames sent (after merging).
+    pub data_frames: u64,
+    /// Data batches the node emitted (before merging).
+    pub data_batches_in: u64,
+    /// Rows sent (after coalescing).
+    pub rows_sent: u64,
+    /// Rows the node emitted (before coalescing).
+    pub rows_in: u64,
+    /// Frames the transport refused.
+    pub refused: u64,
+    /// Deliveries handed to the application.
+    pub delivered: u64,
+    /// `PeerLost` events fed to the node.
+    pub peers_lost: u64,
+}
+
+/// Data for one peer, gathered during a drain: runs of one stream merged.
+#[derive(Debug)]
+struct DataRun {
+    epoch: Epoch,
+    shard: ShardId,
+    rank: u32,
+    first_index: u64,
+    msgs: Vec<DataMsg>,
+    bytes: usize,
+}
+
+/// Identifies a slice of one sender's stream: (epoch, shard, rank, first index, count).
+type RunKey = (Epoch, ShardId, u32, u64, usize);
+
+impl DataRun {
+    fn key(&self) -> RunKey {
+        (
+            self.epoch,
+            self.shard,
+            self.rank,
+            self.first_index,
+            self.msgs.len(),
+        )
+    }
+}
+
+/// Runs a [`Node`] over a transport. See the module docs.
+pub struct Driver<T: Transport, A: Application> {
+    /// The protocol core.
+    pub node: Node,
+    /// The transport.
+    pub transport: T,
+    /// The application.
+    pub app: A,
+    /// The in-memory persistence.
+    pub persist: MemPersist,
+    clock: WallClock,
+    data_out: BTreeMap<NodeId, Vec<DataRun>>,
+    rows_out: BTreeMap<NodeId, Arc<Row>>,
+    other_out: Vec<(NodeId, Message)>,
+    loopback: VecDeque<Message>,
+    scratch: BytesMut,
+    stats: DriverStats,
+    removed: bool,
+}
+
+impl<T: Transport, A: Application> std::fmt::Debug for Driver<T, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("node", &self.node.id())
+            .field("epoch", &self.node.epoch())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<T: Transport, A: Application> Driver<T, A> {
+    /// Wraps a node created by the caller (with a time from [`WallClock`]) and carries out
+    /// the actions it already emitted.
+    pub fn new(node: Node, transport: T, app: A) -> Self {
+        let mut d = Driver {
+            node,
+            transport,
+            app,
+            persist: MemPersist::default(),
+            clock: WallClock::default(),
+            data_out: BTreeMap::new(),
+            rows_out: BTreeMap::new(),
+            other_out: Vec::new(),
+            loopback: VecDeque::new(),
+            scratch: BytesMut::new(),
+            stats: DriverStats::default(),
+            removed: false,
+        };
+        d.flush();
+        d
+    }
+
+    /// The clock the node is fed with.
+    pub fn now_us(&mut self) -> u64 {
+        self.clock.now_us()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &DriverStats {
+        &self.stats
+    }
+
+    /// True once the node was removed from the group or left.
+    pub fn is_removed(&self) -> bool {
+        self.removed
+    }
+
+    /// Feeds one transport event to the node (call [`Driver::flush`] after a batch).
+    pub fn handle(&mut self, ev: TransportEvent) {
+        let now = self.clock.now_us();
+        self.stats.events += 1;
+        match ev {
+            TransportEvent::Message { from, msg } => self.node.handle_message(now, from, msg),
+            TransportEvent::PeerLost { peer } => {
+                self.stats.peers_lost += 1;
+                self.node.peer_lost(now, peer);
+            }
+        }
+        // Deliveries must reach the application in order with everything else; draining
+        // the node's queue here keeps it short without sending anything yet.
+        self.drain_actions();
+    }
+
+    /// Offers an application message (call [`Driver::flush`] after a batch of sends).
+    pub fn send(&mut self, payload: Bytes) -> Result<MsgId, Error> {
+        let now = self.clock.now_us();
+        let r = self.node.send(now, payload);
+        self.drain_actions();
+        r
+    }
+
+    /// Ticks the node if its timeout passed.
+    pub fn tick_if_due(&mut self) {
+        let now = self.clock.now_us();
+        if now >= self.node.next_timeout() {
+            self.node.tick(now);
+            self.drain_actions();
+        }
+    }
+
+    /// How long until the node wants its next tick.
+    pub fn until_tick(&mut self) -> Duration {
+        let now = self.clock.now_us();
+        Duration::from_micros(self.node.next_timeout().saturating_sub(now))
+    }
+
+    /// Takes every event the transport has ready (up to [`EVENTS_PER_BATCH_MAX`]) and feeds
+    /// them to the node. Returns how many were taken.
+    pub fn pump(&mut self) -> usize {
+        let mut n = 0;
+        while n < EVENTS_PER_BATCH_MAX {
+            let Some(ev) = self.transport.try_recv() else {
+                break;
+            };
+            self.handle(ev);
+            n += 1;
+        }
+        n
+    }
+
+    /// Waits for the next transport event or tick, then takes everything that is ready,
+    /// ticks if due and flushes. Returns `false` when the transport has shut down.
+    pub async fn step(&mut self) -> bool {
+        let wait = self.until_tick();
+        tokio::select! {
+            ev = self.transport.recv() => {
+                let Some(ev) = ev else { return false };
+                self.handle(ev);
+                self.pump();
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        self.tick_if_due();
+        self.flush();
+        true
+    }
+
+    /// Drains the node's actions and sends everything gathered (merged data, newest rows).
+    pub fn flush(&mut self) {
+        loop {
+            self.drain_actions();
+            self.send_gathered();
+            if self.loopback.is_empty() {
+                break;
+            }
+            let now = self.clock.now_us();
+            while let Some(m) = self.loopback.pop_front() {
+                let me = self.node.id();
+                self.node.handle_message(now, me, m);
+            }
+        }
+        self.stats.batches += 1;
+    }
+
+    fn drain_actions(&mut self) {
+        while let Some(a) = self.node.poll_action() {
+            match a {
+                Action::Send { to, msg } => self.gather(to, msg),
+                Action::Deliver(d) => {
+                    self.stats.delivered += 1;
+                    let now = self.clock.now_us();
+                    self.app.deliver(now, &d);
+                }
+                Action::Persist { shard, upto } => {
+                    self.persist.flushed.insert(shard, upto);
+                    let now = self.clock.now_us();
+                    self.node.persisted(now, shard, upto);
+                }
+                Action::PersistControl { token, record } => {
+                    self.persist.record(record);
+                    let now = self.clock.now_us();
+                    self.node.control_persisted(now, token);
+                }
+                Action::InstallView(v) => {
+                    let now = self.clock.now_us();
+                    self.app.view_installed(now, &v);
+                }
+                Action::CaptureSnapshot {
+                    epoch,
+                    shard,
+                    version,
+                } => {
+                    let data = self.app.capture_snapshot(shard, version);
+                    let now = self.clock.now_us();
+                    self.node.snapshot_ready(now, epoch, shard, data);
+                }
+                Action::InstallSnapshot {
+                    shard,
+                    version,
+                    data,
+                } => {
+                    self.app.install_snapshot(shard, version, &data);
+                    self.persist.flushed.insert(shard, version);
+                    let now = self.clock.now_us();
+                    self.node.persisted(now, shard, version);
+                }
+                Action::PersistenceFrontier { .. } | Action::StabilityFrontier { .. } => {}
+                Action::Evicted => {
+                    self.removed = true;
+                    self.app.removed(false);
+                }
+                Action::Left => {
+                    self.removed = true;
+                    self.app.removed(true);
+                }
+            }
+        }
+        if matches!(self.node.status(), Status::Evicted | Status::Left) {
+            self.removed = true;
+        }
+    }
+
+    fn gather(&mut self, to: NodeId, msg: Message) {
+        if to == self.node.id() {
+            self.loopback.push_back(msg);
+            return;
+        }
+        match msg {
+            Message::Row(r) => {
+                self.stats.rows_in += 1;
+                self.rows_out.insert(to, r);
+            }
+            Message::Data(b) => {
+                self.stats.data_batches_in += 1;
+                let runs = self.data_out.entry(to).or_default();
+                let bytes: usize = b.msgs.iter().map(msg_bytes).sum();
+                if let Some(last) = runs.last_mut() {
+                    if last.epoch == b.epoch
+                        && last.shard == b.shard
+                        && last.rank == b.sender_rank
+                        && last.first_index + last.msgs.len() as u64 == b.first_index
+                        && last.bytes + bytes <= DATA_MERGE_BYTES_MAX
+                        && last.msgs.len() + b.msgs.len() <= crate::limits::BATCH_MESSAGES_MAX
+                    {
+                        last.msgs.extend(b.msgs.iter().cloned());
+                        last.bytes += bytes;
+                        return;
+                    }
+                }
+                runs.push(DataRun {
+                    epoch: b.epoch,
+                    shard: b.shard,
+                    rank: b.sender_rank,
+                    first_index: b.first_index,
+                    msgs: b.msgs.clone(),
+                    bytes,
+                });
+            }
+            other => self.other_out.push((to, other)),
+        }
+    }
+
+    fn send_gathered(&mut self) {
+        // Data first (a run with the same key is the same slice of this node's own stream,
+        // so its frame is encoded once for every peer), then state transfer and joins, then
+        // the newest row per peer.
+        let mut cache: Vec<(RunKey, Bytes)> = Vec::new();
+        let data = std::mem::take(&mut self.data_out);
+        for (to, runs) in data {
+            for run in runs {
+                let key = run.key();
+                let frame = match cache.iter().find(|(k, _)| *k == key) {
+                    Some((_, f)) => f.clone(),
+                    None => {
+                        let batch = DataBatch {
+                            epoch: run.epoch,
+                            shard: run.shard,
+                            sender_rank: run.rank,
+                            first_index: run.first_index,
+                            msgs: run.msgs,
+                        };
+                        let f = self.encode(&Message::Data(Arc::new(batch)));
+                        cache.push((key, f.clone()));
+                        f
+                    }
+                };
+                self.stats.data_frames += 1;
+                if !self.transport.send(to, frame) {
+                    self.stats.refused += 1;
+                }
+            }
+        }
+        for (to, msg) in std::mem::take(&mut self.other_out) {
+            let f = self.encode(&msg);
+            if !self.transport.send(to, f) {
+                self.stats.refused += 1;
+            }
+        }
+        let rows = std::mem::take(&mut self.rows_out);
+        let mut last: Option<(*const Row, Bytes)> = None;
+        for (to, row) in rows {
+            let f = match &last {
+                Some((p, f)) if std::ptr::eq(*p, Arc::as_ptr(&row)) => f.clone(),
+                _ => {
+                    let f = self.encode(&Message::Row(row.clone()));
+                    last = Some((Arc::as_ptr(&row), f.clone()));
+                    f
+                }
+            };
+            self.stats.rows_sent += 1;
+            if !self.transport.send(to, f) {
+                self.stats.refused += 1;
+            }
+        }
+    }
+
+    fn encode(&mut self, msg: &Message) -> Bytes {
+        codec::encode(msg, &mut self.scratch);
+        self.scratch.split().freeze()
+    }
+}
+
+fn msg_bytes(m: &DataMsg) -> usize {
+    match m {
+        DataMsg::Null => 1,
+        DataMsg::App { payload, .. } => payload.len() + 40,
+    }
+}
