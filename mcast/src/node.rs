@@ -502,6 +502,64 @@ impl Node {
         self.actions.pop_front()
     }
 
+    /// Like [`Node::send`] for several messages at once: admits payloads from `payloads`
+    /// (pulled only while the window has room) and runs the protocol once, so they leave as
+    /// one batch with one row push instead of one step per message. Returns the ids admitted;
+    /// `WouldBlock` if the window had no room. A payload over the limit is left in the
+    /// iterator (`PayloadTooLarge` if it is the first, else the batch ends before it).
+    pub fn send_batch<I: Iterator<Item = Bytes>>(
+        &mut self,
+        now_us: u64,
+        payloads: &mut std::iter::Peekable<I>,
+    ) -> Result<Vec<MsgId>, Error> {
+        self.advance(now_us);
+        match self.status {
+            Status::Member => {}
+            Status::Joining(_) => return Err(Error::NotASender),
+            Status::Evicted | Status::Left => return Err(Error::NotMember(self.id)),
+        }
+        if self.ep.shard.is_none() || self.leave_requested {
+            return Err(Error::NotASender);
+        }
+        let window = if self.bugs.window_double {
+            2 * self.cfg.window
+        } else {
+            self.cfg.window
+        };
+        let mut room = window.saturating_sub(self.outstanding());
+        let mut ids = Vec::new();
+        while room > 0 {
+            let Some(next) = payloads.peek() else {
+                break;
+            };
+            if next.len() > self.cfg.payload_bytes_max {
+                if ids.is_empty() {
+                    return Err(Error::PayloadTooLarge {
+                        size: next.len(),
+                        max: self.cfg.payload_bytes_max,
+                    });
+                }
+                break;
+            }
+            let Some(payload) = payloads.next() else {
+                break;
+            };
+            let id = MsgId {
+                sender: self.id,
+                seq: self.next_seq,
+            };
+            self.next_seq += 1;
+            self.queue.push_back(Queued { id, payload });
+            ids.push(id);
+            room -= 1;
+        }
+        if ids.is_empty() {
+            return Err(Error::WouldBlock);
+        }
+        self.step();
+        Ok(ids)
+    }
+
     // ----------------------------------------------------------------- input handlers
 
     fn advance(&mut self, now_us: u64) {
