@@ -99,7 +99,9 @@ fn inv3_trim_coverage_catches_a_too_short_trim() {
 
 #[test]
 fn inv4_trim_durable_catches_apply_before_persist() {
-    let o = on_node0(PlantedBugs {
+    // On every node: a member that learns the decision from others' rows (the case the
+    // bug breaks) is rarely node 0 alone.
+    let o = on_all(PlantedBugs {
         apply_before_persist: true,
         ..Default::default()
     });
@@ -171,4 +173,28 @@ fn inv12_cput_catches_unconditional_cput() {
         ..SimOptions::default()
     };
     assert!(caught(&o, "inv12 cput", 50).is_some());
+}
+
+#[test]
+fn inv6_restart_catches_restarting_from_the_least_advanced_log() {
+    // Total shutdowns happen only in durable mode; the bug is in whoever proposes the
+    // restart view, so it is planted everywhere.
+    let o = SimOptions {
+        bugs_all: PlantedBugs {
+            restart_least_advanced: true,
+            ..Default::default()
+        },
+        durable: Some(true),
+        ..SimOptions::default()
+    };
+    assert!(caught(&o, "inv6 restart source", 100).is_some());
+}
+
+#[test]
+fn inv8_cut_catches_a_frontier_published_before_delivery() {
+    let o = on_node0(PlantedBugs {
+        frontier_before_delivered: true,
+        ..Default::default()
+    });
+    assert!(caught(&o, "inv8 cut", 100).is_some());
 }

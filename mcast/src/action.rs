@@ -45,8 +45,19 @@ pub struct ViewInfo {
 }
 
 /// A control record that must be durable before the core goes on (`Node::control_persisted`).
+/// Keep every record (in write order): [`crate::Node::restart`] rebuilds the last view and
+/// the Paxos acceptor state from them after a total shutdown.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlRecord {
+    /// Durable mode only: this node promises not to accept ballots below `ballot` in the
+    /// view change closing `epoch` (Paxos phase 1b). Written before the promise is
+    /// published, so a node restarted from disk cannot go back on it.
+    Promised {
+        /// The epoch whose closing decision the promise is about.
+        epoch: Epoch,
+        /// The promised ballot.
+        ballot: Ballot,
+    },
     /// This node accepts `proposal` at `ballot` (Paxos phase 2b). Written before the accept
     /// is published, so an accepted view change (and its trim) is on disk first.
     Accepted {

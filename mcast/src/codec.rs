@@ -159,6 +159,7 @@ fn put_proposal(out: &mut BytesMut, p: &Proposal) {
             None => out.put_u8(0),
         }
     }
+    out.put_u8(u8::from(p.restart));
 }
 
 fn put_opt_proposal(out: &mut BytesMut, p: &Option<Arc<Proposal>>) {
@@ -199,7 +200,12 @@ fn put_row(out: &mut BytesMut, r: &Row) {
     out.put_u64_le(r.delivered);
     put_version(out, r.persisted);
     put_hlc(out, r.frontier);
-    out.put_u8(u8::from(r.state_ready) | (u8::from(r.leaving) << 1) | (u8::from(r.wedged) << 2));
+    out.put_u8(
+        u8::from(r.state_ready)
+            | (u8::from(r.leaving) << 1)
+            | (u8::from(r.wedged) << 2)
+            | (u8::from(r.restarting) << 3),
+    );
     put_ids(out, &r.suspected);
     put_ids(out, &r.joiners);
     put_ballot(out, r.promised);
@@ -336,6 +342,7 @@ impl Reader<'_> {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
+        let restart = self.flag()?;
         Ok(Proposal {
             epoch,
             members,
@@ -343,6 +350,7 @@ impl Reader<'_> {
             joiners,
             trims,
             sources,
+            restart,
         })
     }
     fn opt_proposal(&mut self) -> Result<Option<Arc<Proposal>>, Error> {
@@ -393,7 +401,7 @@ impl Reader<'_> {
         let persisted = self.version()?;
         let frontier = self.hlc()?;
         let flags = self.u8()?;
-        if flags & !0b111 != 0 {
+        if flags & !0b1111 != 0 {
             return Err(Error::InvalidFrame("unknown row flags"));
         }
         let suspected = self.ids(limits::VIEW_MEMBERS_MAX)?;
@@ -422,6 +430,7 @@ impl Reader<'_> {
             state_ready: flags & 1 != 0,
             leaving: flags & 2 != 0,
             wedged: flags & 4 != 0,
+            restarting: flags & 8 != 0,
             suspected,
             joiners,
             promised,
@@ -455,6 +464,7 @@ mod tests {
             joiners: vec![NodeId(9)],
             trims: vec![vec![4, 5], vec![2]],
             sources: vec![Some(NodeId(1)), None],
+            restart: true,
         })
     }
 
@@ -496,6 +506,7 @@ mod tests {
                 state_ready: true,
                 leaving: false,
                 wedged: true,
+                restarting: true,
                 suspected: vec![NodeId(2)],
                 joiners: vec![NodeId(9)],
                 promised: Ballot { round: 3, node: 1 },

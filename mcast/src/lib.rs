@@ -91,6 +91,6 @@ pub use error::Error;
 pub use hlc::{Hlc, HlcClock};
 pub use layout::{fnv1a64, key_to_shard};
 pub use messages::{DataBatch, DataMsg, Message, Proposal, Row, StateTransfer};
-pub use node::{Node, PlantedBugs, Status};
+pub use node::{Node, PlantedBugs, Recovered, Status};
 pub use orderer::{LocalOrderer, OrderedEvent, Orderer};
 pub use types::{Ballot, Epoch, MsgId, NodeId, ShardId, Version};

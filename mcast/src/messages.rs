@@ -27,6 +27,10 @@ pub struct Proposal {
     /// For each shard of the next view: the survivor that serves state to its new members,
     /// or `None` when the shard had no surviving members (its new members start empty).
     pub sources: Vec<Option<NodeId>>,
+    /// This decision ends a restart from disk: for each shard with restarted members,
+    /// `sources` names the member holding the state (in memory, else the most advanced
+    /// durable log); restarted members honour `sources` only in such a decision.
+    pub restart: bool,
 }
 
 impl Proposal {
@@ -61,6 +65,9 @@ pub struct Row {
     pub leaving: bool,
     /// The owner stopped sending and delivering (its `received` is frozen).
     pub wedged: bool,
+    /// The owner restarted from its disk after a crash: it holds no in-memory state of
+    /// this epoch, only its durable log, which ends at `persisted` (see `Node::restart`).
+    pub restarting: bool,
     /// Members the owner suspects (sorted).
     pub suspected: Vec<NodeId>,
     /// Join requests the owner has seen (sorted).

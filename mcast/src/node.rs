@@ -45,6 +45,24 @@ pub struct PlantedBugs {
     pub window_double: bool,
     /// Capture the state-transfer snapshot before delivering by the trim.
     pub snapshot_before_trim: bool,
+    /// Total restart: pick the *least* advanced durable log of a shard as its source.
+    pub restart_least_advanced: bool,
+    /// Publish the stability frontier before delivering as far as every member reported.
+    pub frontier_before_delivered: bool,
+}
+
+/// What a node restarting from its own disk after a crash hands to [`Node::restart`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Every control record the node wrote (`Action::PersistControl`), in write order.
+    pub records: Vec<ControlRecord>,
+    /// The delivered log on disk: its shard, the last flushed version and that version's
+    /// timestamp (`None`: no log). Everything up to the version must be in the state the
+    /// driver restores for the application.
+    pub log: Option<(ShardId, Version, Hlc)>,
+    /// How many times this node id started before (a durable counter the driver keeps):
+    /// message ids of this run start at `boot << 40`, above every earlier run's.
+    pub boot: u32,
 }
 
 /// Lifecycle of a node.
@@ -116,6 +134,8 @@ struct EpochState {
     promised: Ballot,
     accepted: Option<(Ballot, Arc<Proposal>)>,
     accept_inflight: Option<(u64, Ballot, Arc<Proposal>)>,
+    /// Durable mode: a promise being written (token, ballot); published once durable.
+    promise_inflight: Option<(u64, Ballot)>,
     proposer: Option<Proposer>,
     decided: Option<Arc<Proposal>>,
     decision_inflight: Option<u64>,
@@ -168,6 +188,10 @@ pub struct Node {
     leave_requested: bool,
     leaving_reported: bool,
     joiners: BTreeSet<NodeId>,
+    /// Restarted from disk and not yet holding the shard state again: wedged, reports
+    /// `restarting` and its durable log end (`persisted`) until a restart view names a
+    /// source for its shard.
+    restarting: bool,
     bugs: PlantedBugs,
 }
 
@@ -219,6 +243,102 @@ impl Node {
         Ok(node)
     }
 
+    /// A member restarting from its own disk after a crash (durable mode; in particular after
+    /// a total shutdown). `initial_members` is the bootstrap member list (as given to
+    /// [`Node::new_initial`]); `rec` is what the disk holds.
+    ///
+    /// The node re-enters the last view its records show (the newest `Decided`, else the
+    /// bootstrap view) **wedged**, with the Paxos acceptor state of that epoch restored
+    /// (promises and accepts are durable), and reports in its row that it is restarting and
+    /// where its durable log ends. The view change that follows (a strict majority of the
+    /// view must be back, and at least one member of every shard) picks, per shard, the
+    /// survivor holding the state in memory if any, else the restarted member with the most
+    /// advanced durable log as the shard's source; every other member of the shard gets
+    /// `InstallView{needs_state}` and then `InstallSnapshot` from that source, which
+    /// replaces its state and log (the truncate-and-repair). A restarted member that learns
+    /// of a newer view first catches up through it (still without state). Fails with
+    /// `NotMember` when the records show this node is in no view (it must rejoin with
+    /// [`Node::new_joiner`] under its next incarnation, [`NodeId::next_incarnation`]).
+    pub fn restart(
+        id: NodeId,
+        initial_members: &[NodeId],
+        cfg: Config,
+        rec: &Recovered,
+        now_us: u64,
+    ) -> Result<Node, Error> {
+        cfg.validate()?;
+        let last = rec
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                ControlRecord::Decided { proposal } => Some(proposal.clone()),
+                _ => None,
+            })
+            .max_by_key(|p| p.epoch);
+        let view = match &last {
+            Some(p) => View {
+                epoch: p.next_epoch(),
+                members: p.members.clone(),
+                shards: p.shards.clone(),
+            },
+            None => {
+                if initial_members.is_empty() || initial_members.len() > limits::VIEW_MEMBERS_MAX {
+                    return Err(Error::InvalidConfig("bad initial member list".into()));
+                }
+                let empty: Vec<Vec<NodeId>> = vec![Vec::new(); cfg.layout.shards.len()];
+                let shards =
+                    allocate(&cfg.layout, &empty, &[], initial_members).ok_or_else(|| {
+                        Error::InvalidConfig("too few initial members for the layout".into())
+                    })?;
+                View {
+                    epoch: 1,
+                    members: initial_members.to_vec(),
+                    shards,
+                }
+            }
+        };
+        if !view.members.contains(&id) {
+            return Err(Error::NotMember(id));
+        }
+        let mut node = Node::blank(id, cfg, Status::Member, now_us);
+        node.next_seq = u64::from(rec.boot) << 40;
+        node.restarting = true;
+        // The clock did not survive: start it at the physical time (after the log's last
+        // stamp, observed below), so the frontier this node reports does not go back.
+        node.clock.tick(now_us);
+        let my_shard = view.shards.iter().position(|m| m.contains(&id));
+        if let Some((s, v, ts)) = rec.log {
+            if my_shard == Some(s as usize) {
+                node.last_version = v;
+                node.last_ts = ts;
+                node.persisted = v;
+                node.persist_requested = v;
+                node.clock.observe(ts);
+            }
+        }
+        // The decision that made the view named sources for the state in memory then, not
+        // for the logs now: install without it (no source: stay restarting).
+        node.install(view, None, false, Vec::new());
+        node.ep.installed_by = last;
+        let e = node.view.epoch;
+        for r in &rec.records {
+            match r {
+                ControlRecord::Promised { epoch, ballot } if *epoch == e => {
+                    node.ep.promised = node.ep.promised.max(*ballot);
+                }
+                ControlRecord::Accepted { ballot, proposal } if proposal.epoch == e => {
+                    node.ep.promised = node.ep.promised.max(*ballot);
+                    if node.ep.accepted.as_ref().is_none_or(|(b, _)| b < ballot) {
+                        node.ep.accepted = Some((*ballot, proposal.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        node.step();
+        Ok(node)
+    }
+
     fn blank(id: NodeId, cfg: Config, status: Status, now_us: u64) -> Node {
         Node {
             id,
@@ -248,6 +368,7 @@ impl Node {
             leave_requested: false,
             leaving_reported: false,
             joiners: BTreeSet::new(),
+            restarting: false,
             bugs: PlantedBugs::default(),
         }
     }
@@ -447,6 +568,15 @@ impl Node {
     /// A `PersistControl` record is durable.
     pub fn control_persisted(&mut self, now_us: u64, token: u64) {
         self.advance(now_us);
+        if let Some((t, b)) = self.ep.promise_inflight {
+            if t == token {
+                self.ep.promise_inflight = None;
+                if b > self.ep.promised {
+                    self.ep.promised = b;
+                    self.row_dirty = true;
+                }
+            }
+        }
         if let Some((t, b, p)) = self.ep.accept_inflight.clone() {
             if t == token {
                 self.ep.accept_inflight = None;
@@ -651,6 +781,19 @@ impl Node {
         if self.status != Status::Member || self.view.members.contains(&joiner) {
             return;
         }
+        // A newer incarnation of a member asks in: the old incarnation is gone for sure.
+        let superseded: Vec<NodeId> = self
+            .view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| *m != self.id && m.superseded_by(joiner))
+            .collect();
+        for m in superseded {
+            if self.ep.suspected.insert(m) {
+                self.row_dirty = true;
+            }
+        }
         if self.joiners.len() < limits::PENDING_JOINERS_MAX && self.joiners.insert(joiner) {
             self.row_dirty = true;
         }
@@ -812,11 +955,9 @@ impl Node {
         }
         let Some((b, v)) = best else { return };
         if b > self.ep.promised {
-            self.ep.promised = b;
-            self.wedge();
-            self.row_dirty = true;
+            self.promise(b);
         }
-        if b == self.ep.promised {
+        if b == self.ep.promised && self.ep.promise_inflight.is_none() {
             if let Some(v) = v {
                 if self.ep.accepted.as_ref().is_none_or(|(ab, _)| *ab != b) {
                     let token = self.token();
@@ -831,6 +972,32 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Promises ballot `b` (wedging first). In durable mode the promise is written
+    /// (`ControlRecord::Promised`) and published only once durable, so a node restarted
+    /// from disk never goes back on a promise it made.
+    fn promise(&mut self, b: Ballot) {
+        self.wedge();
+        if !self.cfg.durable {
+            if b > self.ep.promised {
+                self.ep.promised = b;
+                self.row_dirty = true;
+            }
+            return;
+        }
+        if b <= self.ep.promised || self.ep.promise_inflight.is_some_and(|(_, ib)| ib >= b) {
+            return;
+        }
+        let token = self.token();
+        self.ep.promise_inflight = Some((token, b));
+        self.actions.push_back(Action::PersistControl {
+            token,
+            record: ControlRecord::Promised {
+                epoch: self.view.epoch,
+                ballot: b,
+            },
+        });
     }
 
     fn token(&mut self) -> u64 {
@@ -889,6 +1056,9 @@ impl Node {
                 return;
             }
             let mut round = self.ep.promised.round;
+            if let Some((_, b)) = self.ep.promise_inflight {
+                round = round.max(b.round);
+            }
             for row in self.ep.rows.values() {
                 round = round.max(row.promised.round);
             }
@@ -902,8 +1072,7 @@ impl Node {
                 promises: BTreeMap::new(),
                 value: None,
             });
-            self.ep.promised = ballot;
-            self.wedge();
+            self.promise(ballot);
             self.row_dirty = true;
         }
         let mine = self.my_row();
@@ -992,8 +1161,13 @@ impl Node {
             .copied()
             // A member that promised this ballot is alive and reachable, even if it was
             // suspected earlier in the epoch: keeping it avoids needless evictions (and an
-            // inadequate layout when it is the last member of a shard).
-            .filter(|m| p.promises.get(m).is_some_and(|r| r.state_ready))
+            // inadequate layout when it is the last member of a shard). A member restarted
+            // from disk survives too: it holds its durable log.
+            .filter(|m| {
+                p.promises
+                    .get(m)
+                    .is_some_and(|r| r.state_ready || r.restarting)
+            })
             .collect();
         // Leavers go, unless one is the last holder of its shard's state (then the first
         // such leaver stays until a replacement holds the state).
@@ -1030,22 +1204,49 @@ impl Node {
             .take(limits::JOINS_PER_VIEW_MAX)
             .collect();
         let shards = allocate(&self.cfg.layout, &self.view.shards, &survivors, &joiners)?;
+        let restarting = |m: &NodeId| p.promises.get(m).is_some_and(|r| r.restarting);
         let mut trims = Vec::with_capacity(self.view.shards.len());
+        // Per old shard: who holds its state for the next view.
+        let mut holder: Vec<Option<NodeId>> = Vec::with_capacity(self.view.shards.len());
         for old in &self.view.shards {
             let mut t = vec![u64::MAX; old.len()];
-            let mut any = false;
-            for m in old.iter().filter(|m| survivors.contains(m)) {
-                any = true;
-                let row = p.promises.get(m)?;
-                for (r, slot) in t.iter_mut().enumerate() {
-                    *slot = (*slot).min(row.received.get(r).copied().unwrap_or(0));
+            let in_memory: Vec<NodeId> = old
+                .iter()
+                .copied()
+                .filter(|m| survivors.contains(m) && !restarting(m))
+                .collect();
+            let restarted: Vec<NodeId> = old
+                .iter()
+                .copied()
+                .filter(|m| survivors.contains(m) && restarting(m))
+                .collect();
+            if !in_memory.is_empty() {
+                // The normal ragged trim, over the members that kept the epoch in memory.
+                for m in &in_memory {
+                    let row = p.promises.get(m)?;
+                    for (r, slot) in t.iter_mut().enumerate() {
+                        *slot = (*slot).min(row.received.get(r).copied().unwrap_or(0));
+                    }
                 }
-            }
-            if !any && !old.is_empty() {
-                return None; // a shard lost every member holding its state: wait
-            }
-            if !any {
+                holder.push(in_memory.first().copied());
+            } else if !restarted.is_empty() {
+                // Restart after a total shutdown: nothing of the epoch is left in memory, so
+                // nothing is delivered by a trim; the shard continues from the most advanced
+                // durable log (every log is a prefix of the one agreed sequence).
                 t.iter_mut().for_each(|x| *x = 0);
+                let log_end = |m: &NodeId| p.promises.get(m).map(|r| r.persisted);
+                let pick = if self.bugs.restart_least_advanced {
+                    restarted.iter().copied().min_by_key(log_end)
+                } else {
+                    // Highest log; the lowest rank among equals.
+                    restarted.iter().copied().rev().max_by_key(log_end)
+                };
+                holder.push(pick);
+            } else if !old.is_empty() {
+                return None; // a shard lost every member holding its state: wait
+            } else {
+                t.iter_mut().for_each(|x| *x = 0);
+                holder.push(None);
             }
             if self.bugs.trim_minus_one {
                 t.iter_mut().for_each(|x| *x = x.saturating_sub(1));
@@ -1055,13 +1256,16 @@ impl Node {
         let mut sources = Vec::with_capacity(shards.len());
         for (s, members) in shards.iter().enumerate() {
             let old = self.view.shards.get(s).cloned().unwrap_or_default();
-            let needs = members.iter().any(|m| !old.contains(m));
+            // New members and restarted ones (to be repaired, or the source itself, which
+            // learns that its log is the shard's state) need a named source.
+            let needs = members.iter().any(|m| !old.contains(m) || restarting(m));
             sources.push(if needs {
-                old.iter().copied().find(|m| survivors.contains(m))
+                holder.get(s).copied().flatten()
             } else {
                 None
             });
         }
+        let restart = survivors.iter().any(restarting);
         let mut members = survivors;
         members.extend(joiners.iter().copied());
         Some(Arc::new(Proposal {
@@ -1071,6 +1275,7 @@ impl Node {
             joiners,
             trims,
             sources,
+            restart,
         }))
     }
 
@@ -1111,6 +1316,15 @@ impl Node {
                     shards: v.shards.clone(),
                 };
                 self.status = Status::Member;
+                // Recorded so that a restart from disk knows this node is a member (not
+                // awaited: until it is durable a restart rejoins as a new incarnation).
+                let token = self.token();
+                self.actions.push_back(Action::PersistControl {
+                    token,
+                    record: ControlRecord::Decided {
+                        proposal: v.clone(),
+                    },
+                });
                 self.install(view, Some(v), false, Vec::new());
             }
             Status::Member if v.epoch == self.view.epoch && self.ep.decided.is_none() => {
@@ -1141,6 +1355,17 @@ impl Node {
     fn apply(&mut self, v: Arc<Proposal>) {
         if !v.members.contains(&self.id) {
             self.evict();
+            return;
+        }
+        if self.restarting {
+            // Nothing of the closed epoch is in memory: no trim to deliver, nothing to
+            // resend. The next view names our shard's source (or we stay restarting).
+            let view = View {
+                epoch: v.next_epoch(),
+                members: v.members.clone(),
+                shards: v.shards.clone(),
+            };
+            self.install(view, Some(v), false, Vec::new());
             return;
         }
         let mut applied = Vec::new();
@@ -1257,15 +1482,26 @@ impl Node {
             my_shard.is_some() && (!has_state || !old_shard_members.contains(&self.id));
         let source = my_shard.and_then(|s| {
             by.as_ref()
+                // A restarted member trusts only a restart decision to name its source (an
+                // older decision adopted after the restart was made for in-memory state).
+                .filter(|p| p.restart || !self.restarting)
                 .and_then(|p| p.sources.get(s as usize).copied().flatten())
         });
         let needs_state = new_to_shard && source.is_some() && source != Some(self.id);
+        // A restarted member stays restarting (wedged, no state) until a view names its
+        // shard's source: itself (its log is the state) or another (repair by transfer).
+        self.restarting = self.restarting && my_shard.is_some() && source.is_none();
         let n = shard_members.len();
         let snapshot_waiting: Vec<NodeId> = if source == Some(self.id) {
+            // New members, and old ones that restarted (or that we have no row from).
             shard_members
                 .iter()
                 .copied()
-                .filter(|m| !old_shard_members.contains(m))
+                .filter(|m| {
+                    *m != self.id
+                        && (!old_shard_members.contains(m)
+                            || self.ep.rows.get(m).is_none_or(|r| r.restarting))
+                })
                 .collect()
         } else {
             Vec::new()
@@ -1279,7 +1515,8 @@ impl Node {
             recv: vec![VecDeque::new(); n],
             recv_base: vec![0; n],
             delivered: 0,
-            state_ready: !needs_state,
+            state_ready: !needs_state && !self.restarting,
+            wedged: self.restarting,
             installed_by: by.clone(),
             snapshot_waiting,
             started_us: self.now_us,
@@ -1296,7 +1533,7 @@ impl Node {
             members: self.view.members.clone(),
             shards: self.view.shards.clone(),
             my_shard,
-            needs_state,
+            needs_state: needs_state || self.restarting,
             applied_trim: applied,
             last_version: self.last_version,
         }));
@@ -1640,7 +1877,13 @@ impl Node {
             return;
         }
         let max_delivered = rows.iter().map(|r| r.0).max().unwrap_or(0);
-        if self.ep.delivered >= max_delivered && !self.ep.wedged {
+        let min_persisted = rows.iter().map(|r| r.2).min().unwrap_or_default();
+        let caught_up = self.ep.delivered >= max_delivered || self.bugs.frontier_before_delivered;
+        // Durable mode: a timestamp becomes final only once everything delivered here is on
+        // disk at every member, so a total shutdown cannot take back an answer given below
+        // the frontier (the restart keeps at least the global persistence frontier).
+        let durable_ok = !self.cfg.durable || min_persisted >= self.last_version;
+        if caught_up && durable_ok && !self.ep.wedged {
             let f = rows.iter().map(|r| r.1).min().unwrap_or_default();
             if f > self.stability_frontier {
                 self.stability_frontier = f;
@@ -1652,7 +1895,7 @@ impl Node {
             let pf = if self.bugs.frontier_uses_max {
                 rows.iter().map(|r| r.2).max().unwrap_or_default()
             } else {
-                rows.iter().map(|r| r.2).min().unwrap_or_default()
+                min_persisted
             };
             if pf > self.persistence_frontier {
                 self.persistence_frontier = pf;
@@ -1675,6 +1918,7 @@ impl Node {
             state_ready: self.ep.state_ready,
             leaving: self.leaving_now(),
             wedged: self.ep.wedged,
+            restarting: self.restarting,
             suspected: self.ep.suspected.iter().copied().collect(),
             joiners: self.joiners.iter().copied().collect(),
             promised: self.ep.promised,

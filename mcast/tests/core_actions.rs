@@ -271,6 +271,7 @@ fn silent_member_is_removed_by_a_majority_view_change() {
         joiners: vec![],
         trims: vec![vec![0, 0, 0]],
         sources: vec![None],
+        restart: false,
     });
     let token_a = acts
         .iter()

@@ -3,6 +3,7 @@
 //! ```text
 //! squall-sim --seeds A..B [--nodes N] [--steps S] [--fault-rate P] [--drop-rate P]
 //!            [--no-crash] [--no-partition] [--no-pause] [--no-join] [--no-leave]
+//!            [--no-shutdown] [--no-rejoin-same-id]
 //!            [--durable|--volatile] [--shards K] [--plant BUG] [--verbose]
 //! ```
 //! The last line is `runs=N violations=V ...`; the exit code is 1 when V > 0. Each failing
@@ -47,6 +48,8 @@ fn parse() -> Result<(u64, u64, SimOptions, bool, Vec<String>)> {
             "--no-pause" => opts.faults.pause = false,
             "--no-join" => opts.faults.join = false,
             "--no-leave" => opts.faults.leave = false,
+            "--no-shutdown" => opts.faults.total_shutdown = false,
+            "--no-rejoin-same-id" => opts.faults.rejoin_same_id = false,
             "--durable" => opts.durable = Some(true),
             "--volatile" => opts.durable = Some(false),
             "--verbose" => verbose = true,
@@ -67,6 +70,8 @@ fn parse() -> Result<(u64, u64, SimOptions, bool, Vec<String>)> {
                     "quorum_half" => b.quorum_half = true,
                     "window_double" => b.window_double = true,
                     "snapshot_before_trim" => b.snapshot_before_trim = true,
+                    "restart_least_advanced" => b.restart_least_advanced = true,
+                    "frontier_before_delivered" => b.frontier_before_delivered = true,
                     "cput_unconditional" => opts.app_bug_cput = true,
                     other => bail!("unknown planted bug {other}"),
                 }
@@ -98,6 +103,8 @@ fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let (mut runs, mut failed, mut deliveries, mut installs, mut max_epoch, mut lost) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut shutdowns, mut restarts, mut sources, mut rejoins, mut cuts) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     for seed in a..b {
         let r = run(seed, &opts);
         runs += 1;
@@ -105,6 +112,11 @@ fn main() -> ExitCode {
         installs += r.installs;
         max_epoch = max_epoch.max(r.max_epoch);
         lost += u64::from(r.quorum_lost);
+        shutdowns += r.shutdowns;
+        restarts += r.disk_restarts;
+        sources += r.restart_sources;
+        rejoins += r.rejoins;
+        cuts += r.cuts;
         if verbose {
             println!(
                 "seed={seed} events={} deliveries={} installs={} max_epoch={} trace={:016x}",
@@ -125,7 +137,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "runs={runs} violations={failed} quorum_lost={lost} deliveries={deliveries} installs={installs} max_epoch={max_epoch} secs={:.1}",
+        "runs={runs} violations={failed} quorum_lost={lost} deliveries={deliveries} installs={installs} max_epoch={max_epoch} shutdowns={shutdowns} disk_restarts={restarts} restart_sources={sources} rejoins={rejoins} cuts={cuts} secs={:.1}",
         started.elapsed().as_secs_f64()
     );
     if failed > 0 {

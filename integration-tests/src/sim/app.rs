@@ -1,11 +1,12 @@
 //! The replicated application the simulator runs on every node: a tiny key → version map
 //! with put and compare-and-put, plus a running hash of everything delivered (the "state
-//! hash" compared after state transfer).
+//! hash" compared after state transfer), and the local history of timestamps that answers
+//! "how many updates are stamped ≤ T" (the simulator's cross-shard cut reads, §7 inv 8).
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use squall_mcast::{Delivery, NodeId, ShardId};
+use squall_mcast::{Delivery, Hlc, NodeId, ShardId, Version};
 
 /// Encodes an operation: `[0, key, expected u64 LE, filler]` is put(key),
 /// `[1, key, expected, filler]` is cput(key, expected) (succeeds iff the key has seen
@@ -42,6 +43,15 @@ pub struct App {
     pub kv: BTreeMap<u8, u64>,
     /// Planted application bug: cput ignores its expectation.
     pub bug_cput_unconditional: bool,
+    /// Version and timestamp of the last applied update (or of the snapshot).
+    pub last_version: Version,
+    /// See `last_version`.
+    pub last_ts: Hlc,
+    /// Length, newest timestamp and hash of the state the local history starts from (a
+    /// snapshot; zeros from the start).
+    pub base: (usize, Hlc, u64),
+    /// Local history since `base`: (timestamp, state hash after) per applied update.
+    pub hist: Vec<(Hlc, u64)>,
 }
 
 fn mix(h: u64, x: u64) -> u64 {
@@ -64,6 +74,9 @@ impl App {
             h = mix(h, u64::from(*b));
         }
         self.hash = h;
+        self.last_version = d.version;
+        self.last_ts = d.ts;
+        self.hist.push((d.ts, h));
         *self.per_sender.entry(d.id.sender).or_insert(0) += 1;
         let (cput, key, expected) = decode_op(&d.payload)?;
         let cur = self.kv.entry(key).or_insert(0);
@@ -79,11 +92,47 @@ impl App {
         }
     }
 
+    /// A read "at T" from local state: how many updates are stamped ≤ T, and the state
+    /// hash after them. `None` when T is older than the snapshot the history starts from.
+    pub fn count_at(&self, t: Hlc) -> Option<(usize, u64)> {
+        let (base_len, base_ts, base_hash) = self.base;
+        if base_len > 0 && t < base_ts {
+            return None;
+        }
+        let k = self.hist.partition_point(|(ts, _)| *ts <= t);
+        let hash = if k == 0 {
+            base_hash
+        } else {
+            self.hist[k - 1].1
+        };
+        Some((base_len + k, hash))
+    }
+
+    /// The state without the local history (cheap to clone per delivery).
+    pub fn without_hist(&self) -> App {
+        App {
+            shard: self.shard,
+            len: self.len,
+            hash: self.hash,
+            per_sender: self.per_sender.clone(),
+            kv: self.kv.clone(),
+            bug_cput_unconditional: self.bug_cput_unconditional,
+            last_version: self.last_version,
+            last_ts: self.last_ts,
+            base: self.base,
+            hist: Vec::new(),
+        }
+    }
+
     /// Serialises the state (the state-transfer snapshot).
     pub fn snapshot(&self) -> Bytes {
         let mut v = Vec::new();
         v.extend_from_slice(&(self.len as u64).to_le_bytes());
         v.extend_from_slice(&self.hash.to_le_bytes());
+        v.extend_from_slice(&self.last_version.epoch.to_le_bytes());
+        v.extend_from_slice(&self.last_version.seq.to_le_bytes());
+        v.extend_from_slice(&self.last_ts.phys_us.to_le_bytes());
+        v.extend_from_slice(&u64::from(self.last_ts.logical).to_le_bytes());
         v.extend_from_slice(&(self.per_sender.len() as u64).to_le_bytes());
         for (n, c) in &self.per_sender {
             v.extend_from_slice(&n.0.to_le_bytes());
@@ -108,6 +157,14 @@ impl App {
         let mut parse = || -> Option<App> {
             let len = u64_at(data)? as usize;
             let hash = u64_at(data)?;
+            let last_version = Version {
+                epoch: u64_at(data)?,
+                seq: u64_at(data)?,
+            };
+            let last_ts = Hlc {
+                phys_us: u64_at(data)?,
+                logical: u32::try_from(u64_at(data)?).ok()?,
+            };
             let ns = u64_at(data)?;
             let mut per_sender = BTreeMap::new();
             for _ in 0..ns.min(1 << 20) {
@@ -128,6 +185,10 @@ impl App {
                 per_sender,
                 kv,
                 bug_cput_unconditional: false,
+                last_version,
+                last_ts,
+                base: (len, last_ts, hash),
+                hist: Vec::new(),
             })
         };
         match parse() {

@@ -14,6 +14,8 @@ struct Entry {
     ts: Hlc,
     id: MsgId,
     hash_after: u64,
+    /// (key, expected) of a successful cput, to undo its win if a restart drops it.
+    cput_win: Option<(u8, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -47,6 +49,14 @@ pub struct Checker {
     pub admitted: BTreeSet<MsgId>,
     stab_by_node: BTreeMap<NodeId, Hlc>,
     pers_by_node: BTreeMap<NodeId, Version>,
+    /// Per shard, the highest persistence frontier any member published (durable-delivered).
+    durable: BTreeMap<ShardId, Version>,
+    /// Per shard, the highest T of a cut read taken so far.
+    cut_ts: BTreeMap<ShardId, Hlc>,
+    /// Cross-shard cut reads checked (for the summary).
+    pub cuts: u64,
+    /// Restarts from disk checked (for the summary).
+    pub restarts: u64,
     /// Violations found so far.
     pub violations: Vec<String>,
     /// Deliveries checked (for the summary).
@@ -102,7 +112,9 @@ impl Checker {
             ts: d.ts,
             id: d.id,
             hash_after,
+            cput_win: cput.and_then(|(k, e, ok)| ok.then_some((k, e))),
         };
+        let cut = self.cut_ts.get(&shard).copied();
         let log = self.shards.entry(shard).or_default();
         let mut errs = Vec::new();
         if len_before < log.entries.len() {
@@ -146,6 +158,14 @@ impl Checker {
                     "inv7 frontier: new message at {:?} below a published stability frontier {:?}",
                     d.ts, log.max_frontier
                 ));
+            }
+            if let Some(t) = cut {
+                if d.ts <= t {
+                    errs.push(format!(
+                        "inv8 cut: {:?} stamped {:?} reached shard {shard} after a cut read at {t:?} (at {node})",
+                        d.id, d.ts
+                    ));
+                }
             }
             if !self.admitted.contains(&d.id) {
                 errs.push(format!(
@@ -287,6 +307,7 @@ impl Checker {
             ControlRecord::Accepted { proposal, .. } | ControlRecord::Decided { proposal } => {
                 proposal.epoch == closed && proposal.members == info.members
             }
+            ControlRecord::Promised { .. } => false,
         });
         if !on_disk {
             self.fail(format!("inv4 trim durable: {node} applied the trim of epoch {closed} before it was on disk"));
@@ -391,14 +412,17 @@ impl Checker {
         }
     }
 
-    /// A persistence frontier published by `node`; `flushed` is each current shard member's
-    /// flushed log end.
+    /// A persistence frontier published by `node` for `shard`; `flushed` is each current
+    /// shard member's flushed log end.
     pub fn on_persistence(
         &mut self,
         node: NodeId,
+        shard: ShardId,
         version: Version,
         flushed: &[(NodeId, Version)],
     ) {
+        let d = self.durable.entry(shard).or_default();
+        *d = (*d).max(version);
         let prev = self.pers_by_node.insert(node, version).unwrap_or_default();
         if version < prev {
             self.fail(format!(
@@ -429,6 +453,131 @@ impl Checker {
                 "inv10 window: {sender} has {} messages not delivered at {member} (W={window})",
                 admitted - applied
             ));
+        }
+    }
+
+    /// A cross-shard read at `t` (§7 inv 8): for each shard, a member whose published
+    /// stability frontier is above `t` answered from its local state with `count` updates
+    /// stamped ≤ `t` and state hash `hash` after them. The answer must be exactly the agreed
+    /// updates stamped ≤ `t`, and no update stamped ≤ `t` may reach the shard later.
+    pub fn on_cut(&mut self, t: Hlc, reads: &[(ShardId, NodeId, usize, u64)]) {
+        self.cuts += 1;
+        let mut errs = Vec::new();
+        for (shard, node, count, hash) in reads {
+            let log = self.shards.entry(*shard).or_default();
+            let want = log.entries.partition_point(|e| e.ts <= t);
+            if *count != want {
+                errs.push(format!(
+                    "inv8 cut: read of shard {shard} at {t:?} from {node} has {count} updates, the agreed sequence has {want} stamped ≤ T"
+                ));
+                continue;
+            }
+            let want_hash = if want == 0 {
+                None
+            } else {
+                log.entries.get(want - 1).map(|e| e.hash_after)
+            };
+            if want_hash.is_some_and(|h| h != *hash) {
+                errs.push(format!(
+                    "inv8 cut: read of shard {shard} at {t:?} from {node} has other contents than the agreed sequence"
+                ));
+            }
+            let c = self.cut_ts.entry(*shard).or_default();
+            *c = (*c).max(t);
+        }
+        for e in errs {
+            self.fail(e);
+        }
+    }
+
+    /// A member restarted from disk became the source of `shard` in the restart view
+    /// `epoch`, with `app_len` updates and state hash `app_hash` (its durable log);
+    /// `best_log` is the most advanced durable log (length, owner) among the restarted
+    /// members of the shard in that view. Checks §7 inv 6 for the restart (nothing
+    /// durable-delivered lost, the source is the highest log, the state is a prefix of the
+    /// agreed sequence) and cuts the agreed sequence back to it: what was delivered beyond
+    /// it was on no disk that came back, and must not be below a stability frontier or a cut.
+    pub fn on_restart_source(
+        &mut self,
+        node: NodeId,
+        epoch: Epoch,
+        shard: ShardId,
+        app_len: usize,
+        app_hash: u64,
+        best_log: (usize, NodeId),
+    ) {
+        self.restarts += 1;
+        let closed = epoch - 1;
+        let mut errs = Vec::new();
+        let durable = self.durable.get(&shard).copied().unwrap_or_default();
+        let cut = self.cut_ts.get(&shard).copied();
+        let log = self.shards.entry(shard).or_default();
+        if app_len > log.entries.len() {
+            errs.push(format!(
+                "inv6 restart: {node} restarts shard {shard} with {app_len} updates, only {} were ever delivered",
+                log.entries.len()
+            ));
+        } else {
+            if app_len > 0 && log.entries[app_len - 1].hash_after != app_hash {
+                errs.push(format!(
+                    "inv1/6 restart: {node}'s durable state of shard {shard} is not a prefix of the agreed sequence"
+                ));
+            }
+            let last = if app_len == 0 {
+                Version::default()
+            } else {
+                log.entries[app_len - 1].version
+            };
+            if last < durable {
+                errs.push(format!(
+                    "inv6 restart lost durable updates: shard {shard} restarts at {last} (from {node}) but the persistence frontier reached {durable}"
+                ));
+            }
+            if app_len < best_log.0 {
+                errs.push(format!(
+                    "inv6 restart source: shard {shard} restarts from {node}'s log of {app_len} updates but {} had {}",
+                    best_log.1, best_log.0
+                ));
+            }
+            // Truncate the agreed sequence to the restart point.
+            let dropped: Vec<Entry> = log.entries.drain(app_len..).collect();
+            for e in &dropped {
+                if e.ts < log.max_frontier {
+                    errs.push(format!(
+                        "inv7 restart: {:?} stamped {:?} dropped by the restart of shard {shard}, below the published stability frontier {:?}",
+                        e.id, e.ts, log.max_frontier
+                    ));
+                }
+                if cut.is_some_and(|t| e.ts <= t) {
+                    errs.push(format!(
+                        "inv8 cut: {:?} stamped {:?} dropped by the restart of shard {shard} after a cut read included it",
+                        e.id, e.ts
+                    ));
+                }
+                log.ids.remove(&e.id);
+                self.cput_outcomes.remove(&e.id);
+                if let Some((k, x)) = e.cput_win {
+                    if self.cput_winner.get(&(shard, k, x)) == Some(&e.id) {
+                        self.cput_winner.remove(&(shard, k, x));
+                    }
+                }
+            }
+            log.last_seq_by_sender.clear();
+            for e in &log.entries {
+                log.last_seq_by_sender.insert(e.id.sender, e.id.seq);
+            }
+        }
+        match self.final_len.get(&(closed, shard)) {
+            Some(l) if *l != app_len => errs.push(format!(
+                "inv1 restart agreement: shard {shard} restarted at {app_len} (at {node}) and at {l}"
+            )),
+            Some(_) => {}
+            None => {
+                self.final_len.insert((closed, shard), app_len);
+            }
+        }
+        for e in errs {
+            self.fail(e);
         }
     }
 

@@ -5,9 +5,12 @@
 //! maps only, simulated time. The network delays every message independently (so messages
 //! reorder, also on one link), drops some, and can break links (both ends get `peer_lost`)
 //! or block them (partitions: one-way, minority/majority splits). Nodes can be paused
-//! (SIGSTOP-like: inputs wait), crashed (pending disk writes are lost; the node never comes
-//! back under the same id), replaced by fresh joiners, or asked to leave. After the fault
-//! phase everything heals and the run checks liveness: one epoch everywhere, no wedge,
+//! (SIGSTOP-like: inputs wait), crashed (pending disk writes are lost), replaced by joiners
+//! (a fresh id, or the crashed node's id with the next incarnation), asked to leave, or (in
+//! durable mode) all shut down at once and restarted from their disks (`Node::restart`):
+//! some soon, the rest later. Each round a cross-shard read at a time T below the shards'
+//! published stability frontiers is taken from members' local states (§7 inv 8). After the
+//! fault phase everything heals and the run checks liveness: one epoch everywhere, no wedge,
 //! every message sent by a current member delivered at every member of its shard.
 
 pub mod app;
@@ -17,8 +20,8 @@ pub mod rng;
 use std::collections::{BTreeMap, BTreeSet};
 
 use squall_mcast::{
-    Action, Config, ControlRecord, Layout, Message, Node, NodeId, PlantedBugs, ShardId, Status,
-    Version,
+    Action, Config, ControlRecord, Hlc, Layout, Message, Node, NodeId, PlantedBugs, Recovered,
+    ShardId, Status, Version,
 };
 
 use app::{decode_op, encode_op, App};
@@ -63,6 +66,10 @@ pub struct FaultMix {
     pub join: bool,
     /// Graceful leaves.
     pub leave: bool,
+    /// Total shutdowns (durable mode only): every node crashes, then restarts from disk.
+    pub total_shutdown: bool,
+    /// Replacement joiners may reuse a crashed node's id with its next incarnation.
+    pub rejoin_same_id: bool,
 }
 
 impl Default for FaultMix {
@@ -73,6 +80,8 @@ impl Default for FaultMix {
             pause: true,
             join: true,
             leave: true,
+            total_shutdown: true,
+            rejoin_same_id: true,
         }
     }
 }
@@ -113,6 +122,16 @@ pub struct RunReport {
     pub events: u64,
     /// The newest view lost its majority to crashes (liveness not checkable; safety was).
     pub quorum_lost: bool,
+    /// Total shutdowns injected.
+    pub shutdowns: u64,
+    /// Nodes restarted from disk.
+    pub disk_restarts: u64,
+    /// Shards restarted from a durable log (checked by the restart checker).
+    pub restart_sources: u64,
+    /// Joiners that reused a crashed node's id (next incarnation).
+    pub rejoins: u64,
+    /// Cross-shard cut reads checked.
+    pub cuts: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -150,6 +169,21 @@ struct SimNode {
     done: bool,
     leaving: bool,
     shard_at_epoch: BTreeMap<u64, Option<ShardId>>,
+    /// The application state durably flushed (the delivered log on disk).
+    disk: Option<App>,
+    /// States after each delivery not yet flushed: (version, state without history,
+    /// history length, snapshot generation).
+    unflushed: std::collections::VecDeque<(Version, App, usize, u64)>,
+    /// Bumped whenever a snapshot replaces the state (its history starts over).
+    gen: u64,
+    disk_gen: u64,
+    /// Crashed by a total shutdown and not restarted yet.
+    down_total: bool,
+    /// Restarted from disk and not holding its shard's state again yet: the length of its
+    /// durable log at the restart.
+    restart_log: Option<usize>,
+    /// Starts of this id (the durable boot counter).
+    boot: u32,
 }
 
 struct World {
@@ -169,6 +203,13 @@ struct World {
     workload: bool,
     first_node: NodeId,
     quorum_lost: bool,
+    initial_ids: Vec<NodeId>,
+    /// A total shutdown is under way: restart (some of) its nodes from this time on.
+    restart_at: Option<u64>,
+    shutdowns: u64,
+    disk_restarts: u64,
+    restart_sources: u64,
+    rejoins: u64,
 }
 
 fn mix(h: u64, x: u64) -> u64 {
@@ -220,6 +261,13 @@ impl World {
                 done: false,
                 leaving: false,
                 shard_at_epoch: BTreeMap::new(),
+                disk: None,
+                unflushed: std::collections::VecDeque::new(),
+                gen: 0,
+                disk_gen: 0,
+                down_total: false,
+                restart_log: None,
+                boot: 0,
             },
         );
         let t = self.now + self.rng.range(1, TICK_US);
@@ -264,6 +312,11 @@ impl World {
                     n.app.shard = Some(d.shard);
                     let out = n.app.apply(&d);
                     let hash_after = n.app.hash;
+                    if self.cfg.durable {
+                        let small = n.app.without_hist();
+                        let hl = n.app.hist.len();
+                        n.unflushed.push_back((d.version, small, hl, n.gen));
+                    }
                     let cput = out.and_then(|ok| decode_op(&d.payload).map(|(_, k, e)| (k, e, ok)));
                     let trim_phase = d.version.epoch < epoch_after;
                     self.hash = mix(
@@ -313,8 +366,28 @@ impl World {
                     if info.my_shard.is_some() && !info.needs_state && n.app.shard.is_none() {
                         n.app.shard = info.my_shard;
                     }
+                    let restart_source = n.restart_log.is_some() && !info.needs_state;
+                    let app_hash = n.app.hash;
+                    if restart_source {
+                        n.restart_log = None;
+                    }
                     self.checker
                         .on_install(id, &info, old_shard, len, &disk, accepted_by);
+                    if let (true, Some(s)) = (restart_source, info.my_shard) {
+                        // The most advanced durable log among the shard's restarted members.
+                        let best = info.shards[s as usize]
+                            .iter()
+                            .filter_map(|m| {
+                                let x = self.nodes.get(m)?;
+                                let l = if *m == id { Some(len) } else { x.restart_log };
+                                l.map(|l| (l, *m))
+                            })
+                            .max()
+                            .unwrap_or((0, id));
+                        self.restart_sources += 1;
+                        self.checker
+                            .on_restart_source(id, info.epoch, s, len, app_hash, best);
+                    }
                 }
                 Action::CaptureSnapshot { epoch, shard, .. } => {
                     let Some(n) = self.nodes.get_mut(&id) else {
@@ -338,6 +411,13 @@ impl World {
                         self.checker
                             .liveness(format!("{id}: snapshot did not parse"));
                     }
+                    n.restart_log = None;
+                    n.gen += 1;
+                    n.unflushed.clear();
+                    if self.cfg.durable {
+                        let small = n.app.without_hist();
+                        n.unflushed.push_back((version, small, 0, n.gen));
+                    }
                     let (len, h, e) = (n.app.len, n.app.hash, n.core.epoch());
                     self.checker.on_snapshot(id, e, shard, len, h);
                     if self.cfg.durable {
@@ -356,14 +436,14 @@ impl World {
                     let len = self.nodes.get(&id).map(|n| n.app.len).unwrap_or(0);
                     self.checker.on_stability(id, shard, ts, len);
                 }
-                Action::PersistenceFrontier { version, .. } => {
+                Action::PersistenceFrontier { shard, version } => {
                     let Some(n) = self.nodes.get(&id) else { return };
                     let members: Vec<NodeId> = n.core.shard_members().to_vec();
                     let flushed: Vec<(NodeId, Version)> = members
                         .iter()
                         .map(|m| (*m, self.nodes.get(m).map(|x| x.flushed).unwrap_or_default()))
                         .collect();
-                    self.checker.on_persistence(id, version, &flushed);
+                    self.checker.on_persistence(id, shard, version, &flushed);
                 }
                 Action::Evicted | Action::Left => {
                     if let Some(n) = self.nodes.get_mut(&id) {
@@ -508,6 +588,27 @@ impl World {
                 if upto > n.flushed {
                     n.flushed = upto;
                 }
+                // The log on disk now holds every state up to `upto`.
+                let mut last = None;
+                while n.unflushed.front().is_some_and(|(v, ..)| *v <= upto) {
+                    last = n.unflushed.pop_front();
+                }
+                if let Some((_, small, hl, gen)) = last {
+                    if gen == n.gen {
+                        let mut d = small;
+                        let mut hist = if gen == n.disk_gen {
+                            n.disk.take().map(|x| x.hist).unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        };
+                        let from = hist.len().min(hl);
+                        hist.truncate(from);
+                        hist.extend_from_slice(&n.app.hist[from..hl.min(n.app.hist.len())]);
+                        d.hist = hist;
+                        n.disk = Some(d);
+                        n.disk_gen = gen;
+                    }
+                }
                 n.core.persisted(now, shard, upto);
             }
         }
@@ -604,11 +705,210 @@ impl World {
         if contacts.is_empty() {
             return;
         }
-        let id = NodeId(self.next_id);
-        self.next_id += 1;
+        // Half the time a crashed (or removed) node comes back under its own id, as the
+        // next incarnation; otherwise a brand-new node joins.
+        let reuse = if self.opts.faults.rejoin_same_id && self.rng.chance(0.5) {
+            self.nodes
+                .iter()
+                .filter(|(_, n)| (!n.alive && !n.down_total) || n.done)
+                .map(|(id, _)| *id)
+                .find(|id| {
+                    // Only the newest incarnation of a base id is reused.
+                    !self
+                        .nodes
+                        .keys()
+                        .any(|o| id.superseded_by(*o) || (o.base() == id.base() && o > id))
+                })
+        } else {
+            None
+        };
+        let id = match reuse {
+            Some(old) => {
+                self.rejoins += 1;
+                old.next_incarnation()
+            }
+            None => {
+                let id = NodeId(self.next_id);
+                self.next_id += 1;
+                id
+            }
+        };
+        if self.nodes.contains_key(&id) {
+            return;
+        }
         if let Ok(core) = Node::new_joiner(id, &contacts, self.cfg.clone(), self.now) {
             self.add_node(core, false, &PlantedBugs::default());
             self.drain(id);
+        }
+    }
+
+    /// Every running node crashes at once (unsynced writes lost, nothing in flight arrives).
+    fn total_shutdown(&mut self) {
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.alive && !n.done)
+            .map(|(id, _)| *id)
+            .collect();
+        if down.is_empty() {
+            return;
+        }
+        self.shutdowns += 1;
+        for id in &down {
+            if let Some(n) = self.nodes.get_mut(id) {
+                n.alive = false;
+                n.down_total = true;
+            }
+        }
+        let gone: BTreeSet<NodeId> = down.iter().copied().collect();
+        self.queue.retain(|_, ev| match ev {
+            Ev::Msg { from, to, .. } => !gone.contains(from) && !gone.contains(to),
+            Ev::Tick { node } | Ev::Control { node, .. } | Ev::Flush { node, .. } => {
+                !gone.contains(node)
+            }
+        });
+        self.hash = mix(self.hash, 0x5d0 ^ down.len() as u64);
+        self.restart_at = Some(self.now + self.rng.range(20_000, 300_000));
+    }
+
+    /// After a total shutdown: restarts (some of) the nodes it took down from their disks.
+    fn restart_due(&mut self, all: bool) {
+        let Some(t) = self.restart_at else { return };
+        if !all && self.now < t {
+            return;
+        }
+        let down: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.down_total)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in down {
+            if all || self.rng.chance(0.6) {
+                self.restart_from_disk(id);
+            }
+        }
+        self.restart_at = if self.nodes.values().any(|n| n.down_total) {
+            Some(self.now + self.rng.range(20_000, 400_000))
+        } else {
+            None
+        };
+    }
+
+    fn restart_from_disk(&mut self, id: NodeId) {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        n.down_total = false;
+        n.boot += 1;
+        let rec = Recovered {
+            records: n.control_disk.clone(),
+            log: n
+                .disk
+                .as_ref()
+                .and_then(|a| a.shard.map(|s| (s, a.last_version, a.last_ts))),
+            boot: n.boot,
+        };
+        match Node::restart(id, &self.initial_ids, self.cfg.clone(), &rec, now) {
+            Ok(mut core) => {
+                self.disk_restarts += 1;
+                let bugs = if id == self.first_node && self.opts.bugs != PlantedBugs::default() {
+                    self.opts.bugs.clone()
+                } else {
+                    self.opts.bugs_all.clone()
+                };
+                core.plant_bugs(bugs);
+                let app_bug = n.app.bug_cput_unconditional;
+                let mut app = n.disk.clone().unwrap_or_default();
+                app.bug_cput_unconditional = app_bug;
+                n.restart_log = Some(app.len);
+                n.app = app;
+                n.core = core;
+                n.alive = true;
+                n.paused_until = 0;
+                n.unflushed.clear();
+                n.gen = n.disk_gen;
+                n.admitted = 0;
+                n.admitted_ids.clear();
+                n.leaving = false;
+                self.hash = mix(self.hash, 0x7e57a7 ^ id.0);
+                let t = now + self.rng.range(1, TICK_US);
+                self.schedule(t, Ev::Tick { node: id });
+                self.drain(id);
+            }
+            Err(_) => {
+                // Its disk shows no view with it: it comes back as its next incarnation.
+                n.done = true;
+                let contacts: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, x)| x.alive || x.down_total)
+                    .map(|(i, _)| *i)
+                    .collect();
+                let nid = id.next_incarnation();
+                if contacts.is_empty() || self.nodes.contains_key(&nid) {
+                    return;
+                }
+                if let Ok(core) = Node::new_joiner(nid, &contacts, self.cfg.clone(), now) {
+                    self.rejoins += 1;
+                    self.add_node(core, false, &PlantedBugs::default());
+                    self.drain(nid);
+                }
+            }
+        }
+    }
+
+    /// A read of every shard at one time T (§7 inv 8): T is below the stability frontier
+    /// each chosen member has published, each member answers from its own state.
+    fn cut_read(&mut self) {
+        let mut by_shard: BTreeMap<ShardId, Vec<NodeId>> = BTreeMap::new();
+        for (id, n) in &self.nodes {
+            if !n.alive || n.done || *n.core.status() != Status::Member || !n.core.is_state_ready()
+            {
+                continue;
+            }
+            if let Some(s) = n.core.shard() {
+                if n.core.stability_frontier() > Hlc::default() {
+                    by_shard.entry(s).or_default().push(*id);
+                }
+            }
+        }
+        if by_shard.is_empty() {
+            return;
+        }
+        let mut chosen = Vec::new();
+        for (s, ids) in &by_shard {
+            let id = ids[self.rng.pick(ids.len())];
+            chosen.push((*s, id));
+        }
+        let min_f = chosen
+            .iter()
+            .filter_map(|(_, id)| self.nodes.get(id))
+            .map(|n| n.core.stability_frontier())
+            .min()
+            .unwrap_or_default();
+        // Just below the frontier most of the time: that is where updates race T.
+        let back = if self.rng.chance(0.7) {
+            self.rng.range(1, 3)
+        } else {
+            self.rng.range(1, 50_000)
+        };
+        let t = Hlc {
+            phys_us: min_f.phys_us.saturating_sub(back),
+            logical: u32::MAX,
+        };
+        let mut reads = Vec::new();
+        for (s, id) in chosen {
+            let Some(n) = self.nodes.get(&id) else {
+                continue;
+            };
+            if let Some((count, hash)) = n.app.count_at(t) {
+                reads.push((s, id, count, hash));
+            }
+        }
+        if !reads.is_empty() {
+            self.checker.on_cut(t, &reads);
         }
     }
 
@@ -618,7 +918,7 @@ impl World {
         if live.is_empty() {
             return;
         }
-        let choice = self.rng.range(0, 9);
+        let choice = self.rng.range(0, 10);
         match choice {
             0 if f.crash => {
                 let v = live[self.rng.pick(live.len())];
@@ -693,6 +993,14 @@ impl World {
                 }
             }
             6 if f.join => self.spawn_joiner(),
+            // Rarer than the other faults: at most a couple per run.
+            8 if f.total_shutdown
+                && self.cfg.durable
+                && self.restart_at.is_none()
+                && self.rng.chance(0.3) =>
+            {
+                self.total_shutdown();
+            }
             7 if f.leave => {
                 let v = live[self.rng.pick(live.len())];
                 if self.may_crash(v) {
@@ -716,6 +1024,7 @@ impl World {
     }
 
     fn heal(&mut self) {
+        self.restart_due(true);
         self.blocked.clear();
         self.drop_rate = 0.0;
         for n in self.nodes.values_mut() {
@@ -876,9 +1185,16 @@ pub fn run(seed: u64, opts: &SimOptions) -> RunReport {
         workload: true,
         first_node: NodeId(1),
         quorum_lost: false,
+        initial_ids: Vec::new(),
+        restart_at: None,
+        shutdowns: 0,
+        disk_restarts: 0,
+        restart_sources: 0,
+        rejoins: 0,
     };
     let ids: Vec<NodeId> = (1..=opts.nodes as u64).map(NodeId).collect();
     w.next_id = opts.nodes as u64 + 1;
+    w.initial_ids = ids.clone();
     for (i, id) in ids.iter().enumerate() {
         match Node::new_initial(*id, &ids, cfg.clone(), 0) {
             Ok(core) => {
@@ -918,9 +1234,11 @@ pub fn run(seed: u64, opts: &SimOptions) -> RunReport {
     }
     // Fault phase.
     for _ in 0..opts.steps {
+        w.restart_due(false);
         if w.rng.chance(opts.fault_rate) {
             w.fault();
         }
+        w.cut_read();
         let t = w.now + ROUND_US;
         w.run_until(t);
         if !w.checker.violations.is_empty() {
@@ -930,11 +1248,15 @@ pub fn run(seed: u64, opts: &SimOptions) -> RunReport {
     // Heal, keep the workload a while, then quiesce and check liveness.
     if w.checker.violations.is_empty() {
         w.heal();
-        let t = w.now + 1_500_000;
-        w.run_until(t);
+        for _ in 0..(1_500_000 / ROUND_US) {
+            let t = w.now + ROUND_US;
+            w.run_until(t);
+            w.cut_read();
+        }
         w.workload = false;
         let t = w.now + 2_500_000;
         w.run_until(t);
+        w.cut_read();
         if w.checker.violations.is_empty() {
             w.liveness();
         }
@@ -949,5 +1271,10 @@ pub fn run(seed: u64, opts: &SimOptions) -> RunReport {
         max_epoch,
         events: w.events,
         quorum_lost: w.quorum_lost,
+        shutdowns: w.shutdowns,
+        disk_restarts: w.disk_restarts,
+        restart_sources: w.restart_sources,
+        rejoins: w.rejoins,
+        cuts: w.checker.cuts,
     }
 }
