@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
-use squall_protocols::{KeyBounds, Node, NodeError, PutRequest, WatchEvent, WatchStream};
+use squall_protocols::{KeyBounds, Node, NodeError, NotOwner, PutRequest, WatchEvent, WatchStream};
+use squall_storage::owner::Owner;
 use squall_storage::{
     Applied, Clock, Entry, LocalSequencer, LogConfig, Op, Outcome, PoolConfig, Selector, Sequencer,
     ShardId, StorageError, Store, StoreConfig, Version, Watch, WatchFrom, WatchPoll,
@@ -43,6 +44,15 @@ fn node_err(e: StorageError) -> NodeError {
         StorageError::NotFound => NodeError::NotFound,
         StorageError::Conflict { current } => NodeError::Conflict { current },
         StorageError::WrongMode(m) => NodeError::WrongMode(m),
+        StorageError::NotOwner {
+            owner,
+            strength,
+            claimed,
+        } => NodeError::NotOwner(NotOwner {
+            owner,
+            strength,
+            claimed,
+        }),
         StorageError::NotYetStable { at_us, frontier_us } => {
             NodeError::NotYetStable { at_us, frontier_us }
         }
@@ -387,6 +397,24 @@ impl Node for LocalNode {
             tombstone: req.tombstone,
         };
         put_version(self.order(op).await?)
+    }
+
+    async fn release(&self, pool: &str, key: &str, writer: u64) -> Result<bool, NodeError> {
+        let op = Op::Release {
+            pool: pool.to_string(),
+            key: key.to_string(),
+            writer,
+        };
+        match self.order(op).await?.outcome {
+            Outcome::Released(r) => Ok(r),
+            other => Err(NodeError::Storage(format!(
+                "unexpected outcome of a release: {other:?}"
+            ))),
+        }
+    }
+
+    fn owner(&self, pool: &str, key: &str) -> Result<Option<Owner>, NodeError> {
+        self.store.owner(pool, key, now_us()).map_err(node_err)
     }
 
     async fn truncate(&self, pool: &str, key: &str, before: u64) -> Result<KeyBounds, NodeError> {

@@ -27,7 +27,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // HTTP face (and /metrics).
     let scrape_node = node.clone();
-    let face = HttpFace::new(
+    let mut face = HttpFace::new(
         node.clone(),
         cfg.http.clone(),
         registry.clone(),
@@ -35,6 +35,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     )
     .map_err(|e| anyhow::anyhow!("http config: {e}"))?;
+    // DDS topics' pools: editor claims (Squall-Owner) and JSON rendering of their type.
+    face.set_profiles(cfg.dds.http_profiles());
     let listener = TcpListener::bind(cfg.http.listen).await.with_context(|| {
         format!(
             "cannot listen for HTTP on {} (is another squall running? change it with --http-listen or [http] listen)",

@@ -2,8 +2,11 @@
 //! network namespace): two Cyclone writers of different strength update the same flight plan;
 //! only the stronger one's updates are stored and published on the arbitrated topic that the
 //! consoles read; when the owner is killed (SIGKILL, so only its lease tells), the weaker writer
-//! takes over and from then on only its updates are stored. An edit from another face holds the
-//! instance with the configured editor strength, and a weaker DDS writer is refused meanwhile.
+//! takes over and from then on only its updates are stored. The owner is kept in the store's
+//! key state and checked where the put is ordered (`Expect::Owned`): an edit from another face
+//! that claims less strength than the owner, or makes no claim, is refused by the store with
+//! `NotOwner`; a stronger editor takes the instance for its lease (the weaker DDS writer is
+//! refused meanwhile) and a stale compare-and-put fails with `Conflict`.
 //!
 //! The node is the in-memory test node (squall_protocols::testing::MemNode), not the broker.
 
@@ -18,10 +21,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use dds_support::{config, eventually, flight_topic, in_netns, Peer};
 use squall_protocols::dds::config::{DdsTopicConfig, History, OwnershipKind};
-use squall_protocols::dds::ownership::OwnerRecord;
 use squall_protocols::dds::DdsFace;
 use squall_protocols::testing::MemNode;
-use squall_protocols::{Node, PutRequest};
+use squall_protocols::{Node, NodeError, PutRequest};
+use squall_storage::owner::{writer_id, Claim};
+use squall_storage::Expect;
 
 fn exclusive_topic() -> DdsTopicConfig {
     let mut t = flight_topic("FlightPlan", "flightplans");
@@ -120,8 +124,8 @@ async fn strongest_writer_owns_and_hands_over_when_killed() {
         face.stats().ownership_rejected.load(Ordering::Relaxed) > 0,
         "B's updates were refused"
     );
-    let rec = OwnerRecord::from_bytes(&node.get("flightplans.owners", "FP1").unwrap().value);
-    assert_eq!(rec.strength, 20);
+    let owner = node.owner("flightplans", "FP1").unwrap().unwrap();
+    assert_eq!(owner.strength, 20);
 
     // Kill the owner: no goodbye, only its participant lease (2 s) expires.
     strong.kill();
@@ -143,37 +147,69 @@ async fn strongest_writer_owns_and_hands_over_when_killed() {
         handed[first_b..].iter().all(|r| r.starts_with("B-")),
         "one owner at a time: {handed:?}"
     );
-    let rec = OwnerRecord::from_bytes(&node.get("flightplans.owners", "FP1").unwrap().value);
-    assert_eq!(rec.strength, 10);
+    let owner_b = node.owner("flightplans", "FP1").unwrap().unwrap();
+    assert_eq!(owner_b.strength, 10);
 
-    // An editor (another face) with strength 15 > 10 holds the instance for its lease.
     let j = serde_json::json!({"flight_id": "FP1", "version": 5000, "route": "EDIT-1"});
-    let mut edit = PutRequest::new("flightplans", "FP1", Bytes::from(ty.from_json(&j).unwrap()));
-    // The current version may move under us (B writes every 50 ms): a stale edit fails clearly.
+    let value = Bytes::from(ty.from_json(&j).unwrap());
+    let claim = |strength, version| Expect::Owned {
+        claim: Claim {
+            writer: writer_id("http:console-7"),
+            strength,
+            lease_us: 3_000_000,
+        },
+        version,
+    };
+    // An edit without a claim, or with a weaker one (5 < 10), is refused by the store.
+    let plain = PutRequest::new("flightplans", "FP1", value.clone());
+    match node.put(plain).await {
+        Err(NodeError::NotOwner(n)) => {
+            assert_eq!((n.owner, n.strength, n.claimed), (owner_b.writer, 10, None))
+        }
+        r => panic!("a plain edit of an owned instance must be refused: {r:?}"),
+    }
+    let mut weak_edit = PutRequest::new("flightplans", "FP1", value.clone());
+    weak_edit.expect = claim(5, None);
+    match node.put(weak_edit).await {
+        Err(NodeError::NotOwner(n)) => assert_eq!(n.claimed, Some(5)),
+        r => panic!("a weaker claim must be refused: {r:?}"),
+    }
+    // A stale compare-and-put by a strong enough editor fails clearly.
+    let stale = node.get("flightplans", "FP1").unwrap().version.key_version;
+    eventually(Duration::from_secs(5), "B writes again", || {
+        (node.bounds("flightplans", "FP1").ok()?.next > stale + 1).then_some(())
+    })
+    .await;
+    let mut stale_edit = PutRequest::new("flightplans", "FP1", value.clone());
+    stale_edit.expect = claim(15, Some(stale));
+    match node.put(stale_edit).await {
+        Err(NodeError::Conflict { current: Some(c) }) => assert!(c > stale),
+        r => panic!("a stale edit must fail with Conflict: {r:?}"),
+    }
+    // An editor with strength 15 > 10 takes the instance for its lease (3 s), editing with a
+    // compare-and-put on the version it read (B writes every 50 ms, so it may have to re-read).
     let mut edited = None;
     for _ in 0..50 {
         let cur = node.get("flightplans", "FP1").unwrap().version.key_version;
-        edit.expect = squall_storage::Expect::Version(cur);
-        match node.put(edit.clone()).await {
+        let mut edit = PutRequest::new("flightplans", "FP1", value.clone());
+        edit.expect = claim(15, Some(cur));
+        match node.put(edit).await {
             Ok(v) => {
                 edited = Some(v);
                 break;
             }
-            Err(squall_protocols::NodeError::Conflict { .. }) => continue,
+            Err(NodeError::Conflict { .. }) => continue,
             Err(e) => panic!("{e}"),
         }
     }
     let edited = edited.expect("an edit at the current version eventually goes through");
-    eventually(Duration::from_secs(5), "editor holds FP1", || {
-        let rec = OwnerRecord::from_bytes(&node.get("flightplans.owners", "FP1").ok()?.value);
-        (rec.owner.as_deref() == Some("editor")).then_some(())
-    })
-    .await;
-    // (The claim follows the stored edit, so a sample of B already past its own check may land
-    // just after it; count from a moment after the claim.)
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mark = node.bounds("flightplans", "FP1").unwrap().next;
-    assert!(mark > edited.key_version);
+    let owner = node.owner("flightplans", "FP1").unwrap().unwrap();
+    assert_eq!(
+        (owner.writer, owner.strength),
+        (writer_id("http:console-7"), 15)
+    );
+    // The store decided at the edit's place in the order: nothing of B's lands after it.
+    let mark = edited.next_key_version();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let during: Vec<u64> = node
         .read_from("flightplans", "FP1", mark, usize::MAX, 100_000)

@@ -5,7 +5,12 @@
 //!   broker after the writer exited; the DDS counters are on `/metrics`;
 //! * HTTP put (the CDR bytes of a JSON-described sample) → Squall → a live Cyclone reader, once,
 //!   and HTTP delete → a dispose; a value that does not decode for the topic's type is stored
-//!   by HTTP (which knows no types) but not published, and counted, with no effect on others.
+//!   by HTTP (which knows no types) but not published, and counted, with no effect on others;
+//! * EXCLUSIVE ownership decided in the store, seen from HTTP: while a Cyclone writer of
+//!   strength 20 owns a flight, an HTTP edit without a claim or with a weaker claim
+//!   (`Squall-Owner`, `Squall-Strength: 10`) gets 409 `not_owner`; a stronger claim (30) with
+//!   `If-Match` on the current version takes the flight over (the Cyclone writer's samples are
+//!   then refused by the store, counted), and a stale `If-Match` gets 412.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -35,6 +40,29 @@ fields = [
 ]
 "#;
 
+/// An EXCLUSIVE flight-plan topic (editor strength 10 by default, 4 s editor lease).
+const CONFIG_EXCLUSIVE: &str = r#"
+[dds]
+domain_id = 0
+interfaces = ["127.0.0.1"]
+
+[[dds.topic]]
+name = "FlightPlan"
+type_name = "FlightPlan"
+pool = "flightplans"
+durability = "transient_local"
+history = "keep_all"
+reliability = "reliable"
+ownership = "exclusive"
+editor_strength = 10
+editor_lease_ms = 4000
+fields = [
+  { name = "flight_id", type = "string", key = true },
+  { name = "version", type = "uint64" },
+  { name = "route", type = "string" },
+]
+"#;
+
 struct Http {
     base: String,
     agent: ureq::Agent,
@@ -42,9 +70,22 @@ struct Http {
 
 impl Http {
     fn req(&self, method: &str, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        let b = ureq::http::Request::builder()
+        self.req_h(method, path, &[], body)
+    }
+
+    fn req_h(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut b = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
         let mut resp = self.agent.run(b.body(body.to_vec()).unwrap()).unwrap();
         let headers = resp
             .headers()
@@ -68,8 +109,12 @@ fn header(h: &[(String, String)], name: &str) -> Option<u64> {
 }
 
 fn start_squall(dir: &tempfile::TempDir) -> (Squall, Http) {
+    start_squall_with(dir, CONFIG)
+}
+
+fn start_squall_with(dir: &tempfile::TempDir, config: &str) -> (Squall, Http) {
     let cfg = dir.path().join("squall.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let node = Squall::start(
         &dir.path().join("data"),
         &["--config", cfg.to_str().unwrap()],
@@ -263,4 +308,131 @@ fn serve_http_put_to_cyclone_reader_and_bad_values_counted() {
         "metrics:\n{m}"
     );
     assert!(m.contains("squall_dds_published_total 3"), "metrics:\n{m}");
+}
+
+fn error_of(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(body)))
+}
+
+#[test]
+fn serve_exclusive_ownership_refuses_weaker_http_editors_in_the_store() {
+    let bin = bin_env();
+    if !in_netns_with(
+        "serve_exclusive_ownership_refuses_weaker_http_editors_in_the_store",
+        &[("SQUALL_BIN", &bin)],
+    ) {
+        return;
+    }
+    let ty = flight_topic("FlightPlan", "flightplans").type_desc();
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, http) = start_squall_with(&dir, CONFIG_EXCLUSIVE);
+    let path = "/v1/pools/flightplans/keys/FP1";
+    let route_of = |b: &[u8]| ty.to_json(b).unwrap()["route"].as_str().unwrap().to_owned();
+
+    let _owner = Peer::start(
+        "owner",
+        &[
+            "pub",
+            "--key",
+            "FP1",
+            "--count",
+            "600",
+            "--interval-ms",
+            "50",
+            "--hang",
+            "--transient-local",
+            "--strength",
+            "20",
+            "--route",
+            "A",
+        ],
+    );
+    poll(
+        Duration::from_secs(15),
+        "the owner's samples stored",
+        || {
+            let (s, _, b) = http.req("GET", path, b"");
+            (s == 200 && route_of(&b).starts_with("A-")).then_some(())
+        },
+    );
+    let edit = ty
+        .from_json(&serde_json::json!({"flight_id": "FP1", "version": 9000, "route": "EDIT"}))
+        .unwrap();
+
+    // No claim: refused (409, not_owner), whatever the version.
+    let (s, _, b) = http.req("PUT", path, &edit);
+    assert_eq!(s, 409, "{}", String::from_utf8_lossy(&b));
+    let e = error_of(&b);
+    assert_eq!(e["error"], "not_owner", "{e}");
+    assert_eq!(e["owner_strength"], 20, "{e}");
+    // A claim with the configured editor strength (10 < 20): refused.
+    let (s, _, b) = http.req_h("PUT", path, &[("Squall-Owner", "console-7")], &edit);
+    assert_eq!(s, 409, "{}", String::from_utf8_lossy(&b));
+    assert!(
+        error_of(&b)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("strength 20") && m.contains("(yours was 10)")),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    // The owner's updates kept flowing and nothing of the editor's was stored.
+    let (_, _, b) = http.req("GET", path, b"");
+    assert!(route_of(&b).starts_with("A-"));
+
+    // A stronger claim (30) with If-Match on the current version takes the flight over.
+    let strong = [("Squall-Owner", "console-7"), ("Squall-Strength", "30")];
+    let mut took = None;
+    for _ in 0..50 {
+        let (_, h, _) = http.req("GET", path, b"");
+        let cur = header(&h, "squall-version").unwrap().to_string();
+        let (s, _, b) = http.req_h(
+            "PUT",
+            path,
+            &[strong[0], strong[1], ("If-Match", &cur)],
+            &edit,
+        );
+        match s {
+            200 => {
+                took = Some(cur);
+                break;
+            }
+            412 => continue, // the owner wrote in between: read again
+            _ => panic!("{s}: {}", String::from_utf8_lossy(&b)),
+        }
+    }
+    let took: u64 = took.expect("the strong edit went through").parse().unwrap();
+    // From the edit on, the Cyclone writer (20) is refused by the store for the lease (4 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, h, b) = http.req("GET", path, b"");
+    assert_eq!(route_of(&b), "EDIT", "the editor holds the flight");
+    assert_eq!(header(&h, "squall-version"), Some(took + 1));
+    // A stale If-Match (the version before the edit) fails clearly, even for the owner.
+    let (s, _, b) = http.req_h(
+        "PUT",
+        path,
+        &[strong[0], strong[1], ("If-Match", &took.to_string())],
+        &edit,
+    );
+    assert_eq!(s, 412, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(error_of(&b)["current_version"], took + 1);
+    let (_, _, m) = http.req("GET", "/metrics", b"");
+    let m = String::from_utf8_lossy(&m);
+    let rejected: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("squall_dds_ownership_rejected_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        rejected >= 10,
+        "the owner's samples were refused: {rejected}"
+    );
+    // After the editor's lease the Cyclone writer takes the flight back.
+    poll(
+        Duration::from_secs(10),
+        "the owner back after the lease",
+        || {
+            let (_, _, b) = http.req("GET", path, b"");
+            route_of(&b).starts_with("A-").then_some(())
+        },
+    );
 }

@@ -9,7 +9,7 @@ pub mod node;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
-pub use node::{KeyBounds, Node, NodeError, PutRequest, WatchEvent, WatchStream};
+pub use node::{KeyBounds, Node, NodeError, NotOwner, PutRequest, WatchEvent, WatchStream};
 
 #[cfg(feature = "http")]
 pub mod http;

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use squall_storage::owner::Owner;
 use squall_storage::{Clock, Entry, Expect, PoolConfig, Selector, Version, WatchFrom};
 
 /// Why a node call failed. Faces map each variant to their own wire error.
@@ -26,6 +27,10 @@ pub enum NodeError {
         /// The key's newest version, if any.
         current: Option<u64>,
     },
+    /// The key is owned by another writer (EXCLUSIVE ownership, `squall_storage::owner`) and
+    /// the write's claim, if any, is not stronger. Nothing changed.
+    #[error("{0}")]
+    NotOwner(NotOwner),
     /// The operation does not fit the pool's mode (e.g. a version read on a `latest` pool).
     #[error("operation not supported by this pool's mode: {0}")]
     WrongMode(String),
@@ -49,6 +54,18 @@ pub enum NodeError {
     /// The node is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+}
+
+/// Who holds a key a write was refused on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the key is owned by writer {owner:#018x} with strength {strength}{}", match claimed { Some(c) => format!(", stronger than the claim ({c})"), None => " and the write made no ownership claim".into() })]
+pub struct NotOwner {
+    /// The owning writer's id (`squall_storage::owner::writer_id` of its name).
+    pub owner: u64,
+    /// Its strength.
+    pub strength: i32,
+    /// The refused write's strength, if it claimed.
+    pub claimed: Option<i32>,
 }
 
 /// A write request (a put, a conditional put, or a delete).
@@ -137,6 +154,26 @@ pub trait Node: Send + Sync + 'static {
 
     /// Orders and applies a write; resolves once it is applied and, for durable pools, on disk.
     fn put(&self, req: PutRequest) -> impl Future<Output = Result<Version, NodeError>> + Send;
+    /// Releases `key`'s ownership if `writer` holds it (an ordered op; storing no version).
+    /// Resolves with whether it did. Nodes without ownership support refuse it.
+    fn release(
+        &self,
+        pool: &str,
+        key: &str,
+        writer: u64,
+    ) -> impl Future<Output = Result<bool, NodeError>> + Send {
+        let _ = (pool, key, writer);
+        async {
+            Err(NodeError::Invalid(
+                "this node does not track ownership".into(),
+            ))
+        }
+    }
+    /// The key's live owner, if any.
+    fn owner(&self, pool: &str, key: &str) -> Result<Option<Owner>, NodeError> {
+        let _ = (pool, key);
+        Ok(None)
+    }
     /// Removes every version of `key` below `before`; resolves with the new bounds.
     fn truncate(
         &self,

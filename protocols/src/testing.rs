@@ -22,10 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use squall_storage::owner::{arbitrate, Owner};
 use squall_storage::{Clock, Entry, Expect, Hlc, Mode, PoolConfig, Selector, Version, WatchFrom};
 use tokio::sync::broadcast;
 
-use crate::node::{KeyBounds, Node, NodeError, PutRequest, WatchEvent, WatchStream};
+use crate::node::{KeyBounds, Node, NodeError, NotOwner, PutRequest, WatchEvent, WatchStream};
 
 /// Updates buffered for watchers before the slowest one gets [`WatchEvent::Lagged`] (large, so
 /// tests that publish bursts without reading do not lag).
@@ -43,6 +44,8 @@ struct KeyLog {
     /// The newest version ever applied (key_version, tombstone): what a conditional put
     /// compares with, even when truncation or a stateless pool kept nothing.
     newest: Option<(u64, bool)>,
+    /// The key's owner (EXCLUSIVE ownership, the store's rule `squall_storage::owner`).
+    owner: Option<Owner>,
 }
 
 #[derive(Default)]
@@ -271,14 +274,35 @@ impl Node for MemNode {
             if req.span == 0 {
                 return Err(NodeError::Invalid("span must be ≥ 1".into()));
             }
-            let newest = i
+            let (newest, owner) = i
                 .keys
                 .get(&(req.pool.clone(), req.key.clone()))
-                .and_then(|l| l.newest);
+                .map_or((None, None), |l| (l.newest, l.owner));
+            let time_us = now_us().max(i.last_us + 1);
+            let claim = match req.expect {
+                Expect::Owned { claim, .. } => Some(claim),
+                _ => None,
+            };
+            let owner_after =
+                arbitrate(owner, claim, req.tombstone, time_us).map_err(|e| match e {
+                    squall_storage::StorageError::NotOwner {
+                        owner,
+                        strength,
+                        claimed,
+                    } => NodeError::NotOwner(NotOwner {
+                        owner,
+                        strength,
+                        claimed,
+                    }),
+                    other => NodeError::Storage(other.to_string()),
+                })?;
             let ok = match req.expect {
-                Expect::Any => true,
+                Expect::Any | Expect::Owned { version: None, .. } => true,
                 Expect::Absent => newest.is_none_or(|(_, tomb)| tomb),
-                Expect::Version(v) => newest.is_some_and(|(kv, _)| kv == v),
+                Expect::Version(v)
+                | Expect::Owned {
+                    version: Some(v), ..
+                } => newest.is_some_and(|(kv, _)| kv == v),
             };
             if !ok {
                 return Err(NodeError::Conflict {
@@ -286,7 +310,7 @@ impl Node for MemNode {
                 });
             }
             i.seq += 1;
-            i.last_us = now_us().max(i.last_us + 1);
+            i.last_us = time_us;
             let (seq, time_us) = (i.seq, i.last_us);
             let log = i
                 .keys
@@ -316,6 +340,7 @@ impl Node for MemNode {
             };
             log.next = version.next_key_version();
             log.newest = Some((version.key_version, e.tombstone));
+            log.owner = owner_after;
             match cfg.mode {
                 Mode::Stateless => log.start = log.next,
                 Mode::Latest => {
@@ -334,6 +359,29 @@ impl Node for MemNode {
             // No receiver is not an error: nobody watches.
             let _ = self.tx.send((req.pool, e));
             Ok(version)
+        })
+    }
+
+    async fn release(&self, pool: &str, key: &str, writer: u64) -> Result<bool, NodeError> {
+        self.with(|i| {
+            if !i.pools.contains_key(pool) {
+                return Err(NodeError::NoSuchPool(pool.into()));
+            }
+            i.last_us = now_us().max(i.last_us + 1);
+            Ok(match i.keys.get_mut(&(pool.to_string(), key.to_string())) {
+                Some(l) if l.owner.is_some_and(|o| o.writer == writer) => {
+                    l.owner = None;
+                    true
+                }
+                _ => false,
+            })
+        })
+    }
+
+    fn owner(&self, pool: &str, key: &str) -> Result<Option<Owner>, NodeError> {
+        let now = now_us();
+        self.with_key(pool, key, |log| {
+            Ok(log.and_then(|l| l.owner).filter(|o| o.alive_at(now)))
         })
     }
 

@@ -21,7 +21,18 @@ pub enum StorageError {
         /// The key's newest key_version (tombstones included), if any.
         current: Option<u64>,
     },
-    /// The operation does not fit the pool's mode (a version read on a `latest` pool, ...).
+    /// The key has another live owner and the write's claim (if any) is not stronger; nothing
+    /// changed.
+    #[error("the key is owned by writer {owner:#018x} with strength {strength}{}", claimed.map(|c| format!(" (the claim had strength {c})")).unwrap_or_else(|| " (the write made no claim)".into()))]
+    NotOwner {
+        /// The owning writer's id.
+        owner: u64,
+        /// Its strength.
+        strength: i32,
+        /// The refused writer's strength, if it made a claim.
+        claimed: Option<i32>,
+    },
+    /// The operation does not fit the pool's mode (e.g. a version read on a `latest` pool).
     #[error("operation not supported by this pool's mode: {0}")]
     WrongMode(String),
     /// A time read asked about a time the shard's stable frontier has not passed yet.

@@ -69,6 +69,8 @@ pub(crate) struct KeyState {
     /// Sensor index of live, non-late entries: (sensor time, key_version). Built when the first
     /// entry with a sensor time arrives; until then sensor reads use platform time.
     pub sensor: Option<BTreeSet<(u64, u64)>>,
+    /// The key's owner, if a guarded put claimed it (runtime state: not logged).
+    pub owner: Option<crate::owner::Owner>,
 }
 
 /// The number of leading entries whose `key` is ≤ `target` (`key` must not decrease along

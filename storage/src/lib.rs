@@ -10,6 +10,7 @@
 //! * [`watch`]: [`Watch`] — replay then live, no gap and no duplicate, bounded memory.
 //! * [`log`]: the durable segmented log (group commit, recovery, retention) and its file layer.
 //! * [`transfer`]: shard images for state transfer (`Store::export_shard` / `import_shard`).
+//! * [`owner`]: exclusive ownership of a key, arbitrated where ops are ordered.
 //! * `key`, `shard`: one key's history and one shard's state (internal).
 //!
 //! # Driving it (what the broker does)
@@ -28,6 +29,7 @@ pub mod config;
 pub mod error;
 mod key;
 pub mod log;
+pub mod owner;
 pub mod sequencer;
 mod shard;
 pub mod store;

@@ -214,7 +214,9 @@ impl Store {
     pub fn shard_for(&self, op: &Op) -> ShardId {
         match op {
             Op::CreatePool(_) | Op::DeletePool { .. } => META_SHARD,
-            Op::Put { pool, key, .. } | Op::Truncate { pool, key, .. } => self.shard_of(pool, key),
+            Op::Put { pool, key, .. }
+            | Op::Truncate { pool, key, .. }
+            | Op::Release { pool, key, .. } => self.shard_of(pool, key),
         }
     }
 
@@ -233,6 +235,10 @@ impl Store {
             } => {
                 let p = self.pool_arc(pool)?;
                 validate_put(&p.config, key, value, *span)
+            }
+            Op::Release { pool, key, .. } => {
+                validate_key(key)?;
+                self.pool_arc(pool).map(|_| ())
             }
             Op::Truncate { pool, key, .. } => {
                 validate_key(key)?;
@@ -488,17 +494,35 @@ impl Store {
                 if let Err(e) = validate_put(&p.config, &key, &value, span) {
                     fail!(e);
                 }
-                let (next, newest) = match s.pools.get(&pool).filter(|pk| pk.pool_id == p.id) {
+                let (next, newest, owner) = match s.pools.get(&pool).filter(|pk| pk.pool_id == p.id)
+                {
                     Some(pk) => pk
                         .keys
                         .get(&key)
-                        .map_or((0, None), |ks| (ks.next, ks.newest)),
-                    None => (0, None),
+                        .map_or((0, None, None), |ks| (ks.next, ks.newest, ks.owner)),
+                    None => (0, None, None),
+                };
+                // Ownership first (a refused writer learns who owns the key, not its version).
+                let claim = match expect {
+                    Expect::Owned { claim, .. } => Some(claim),
+                    _ => None,
+                };
+                let owner_after = match crate::owner::arbitrate(
+                    owner,
+                    claim,
+                    tombstone,
+                    stamp.time.physical_us,
+                ) {
+                    Ok(o) => o,
+                    Err(e) => fail!(e),
                 };
                 let ok = match expect {
-                    Expect::Any => true,
+                    Expect::Any | Expect::Owned { version: None, .. } => true,
                     Expect::Absent => newest.is_none_or(|(_, tomb)| tomb),
-                    Expect::Version(v) => newest.is_some_and(|(kv, _)| kv == v),
+                    Expect::Version(v)
+                    | Expect::Owned {
+                        version: Some(v), ..
+                    } => newest.is_some_and(|(kv, _)| kv == v),
                 };
                 if !ok {
                     fail!(StorageError::Conflict {
@@ -553,11 +577,43 @@ impl Store {
                     ..stored
                 };
                 self.install(s, &p, &key, stored);
+                if owner_after != owner {
+                    if let Some(ks) = Self::pool_keys(s, &p).keys.get_mut(&key) {
+                        ks.owner = owner_after;
+                    }
+                }
                 Ok((
                     Applied {
                         stamp,
                         outcome: Outcome::Put(version),
                         lsn,
+                    },
+                    None,
+                ))
+            }
+            Op::Release { pool, key, writer } => {
+                let p = match self.pool_arc(&pool) {
+                    Ok(p) => p,
+                    Err(e) => fail!(e),
+                };
+                Self::consume(s, stamp, None);
+                let released = match s
+                    .pools
+                    .get_mut(&pool)
+                    .filter(|pk| pk.pool_id == p.id)
+                    .and_then(|pk| pk.keys.get_mut(&key))
+                {
+                    Some(ks) if ks.owner.is_some_and(|o| o.writer == writer) => {
+                        ks.owner = None;
+                        true
+                    }
+                    _ => false,
+                };
+                Ok((
+                    Applied {
+                        stamp,
+                        outcome: Outcome::Released(released),
+                        lsn: None,
                     },
                     None,
                 ))
@@ -1242,6 +1298,23 @@ impl Store {
                 p.config.mode
             )))
         }
+    }
+
+    /// The key's live owner at `now_us`, if any (see [`crate::owner`]).
+    pub fn owner(
+        &self,
+        pool: &str,
+        key: &str,
+        now_us: u64,
+    ) -> Result<Option<crate::owner::Owner>, StorageError> {
+        let p = self.pool_arc(pool)?;
+        let s = read(self.shard(self.shard_of(pool, key))?);
+        Ok(s.pools
+            .get(pool)
+            .filter(|pk| pk.pool_id == p.id)
+            .and_then(|pk| pk.keys.get(key))
+            .and_then(|ks| ks.owner)
+            .filter(|o| o.alive_at(now_us)))
     }
 
     /// The newest entry of a key; a delete counts as no value (`NotFound`).

@@ -151,6 +151,14 @@ pub enum Expect {
     Absent,
     /// The key's newest version must be exactly this `key_version`.
     Version(u64),
+    /// The writer claims the key's ownership (see [`crate::owner`]); with `version`, the key's
+    /// newest version must also be exactly that `key_version` (an owner's compare-and-put).
+    Owned {
+        /// Who writes and how strongly.
+        claim: crate::owner::Claim,
+        /// Also a compare-and-put on this `key_version`.
+        version: Option<u64>,
+    },
 }
 
 /// A mutation, as it travels through the ordering seam. Applying the same stamped sequence of
@@ -182,6 +190,16 @@ pub enum Op {
         expect: Expect,
         /// A delete.
         tombstone: bool,
+    },
+    /// Release `key`'s ownership if `writer` holds it (see [`crate::owner`]); stores no
+    /// version and is a no-op when someone else (or no one) owns the key.
+    Release {
+        /// The pool.
+        pool: String,
+        /// The key.
+        key: String,
+        /// The writer letting go.
+        writer: u64,
     },
     /// Remove every version of `key` below `before`.
     Truncate {
@@ -237,6 +255,8 @@ pub enum Outcome {
     Put(Version),
     /// A truncate left the key with these bounds.
     Truncated(KeyBounds),
+    /// A release ran; `true` when the writer did own the key and no longer does.
+    Released(bool),
 }
 
 /// The result of an applied op plus, for durable pools, the log position whose fsync makes it

@@ -243,11 +243,6 @@ impl DdsTopicConfig {
         }
     }
 
-    /// The pool holding one ownership record per instance (EXCLUSIVE topics).
-    pub fn owners_pool(&self) -> String {
-        format!("{}.owners", self.pool)
-    }
-
     /// Versions kept per key for KEEP_LAST n on a versioned pool (older ones are truncated).
     pub fn keep_versions(&self) -> Option<u32> {
         (self.history == History::KeepLast && self.pool_mode() == Mode::Versioned)
@@ -263,6 +258,40 @@ impl DdsTopicConfig {
     /// re-published live: their readers already have them from the writer).
     pub fn bridges_same_topic(&self) -> bool {
         self.publish_topic() == self.name
+    }
+}
+
+#[cfg(feature = "http")]
+impl crate::http::ValueCodec for TypeDesc {
+    fn render_json(&self, value: &[u8]) -> Result<serde_json::Value, String> {
+        TypeDesc::to_json(self, value).map_err(|e| e.to_string())
+    }
+
+    fn parse_json(&self, json: &serde_json::Value) -> Result<Vec<u8>, String> {
+        TypeDesc::from_json(self, json).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(feature = "http")]
+impl DdsConfig {
+    /// What the HTTP face should know about the topics' pools: the editor claim defaults
+    /// (EXCLUSIVE topics) and the type, for JSON rendering.
+    pub fn http_profiles(&self) -> std::collections::BTreeMap<String, crate::http::PoolProfile> {
+        self.topic
+            .iter()
+            .map(|t| {
+                let codec: std::sync::Arc<dyn crate::http::ValueCodec> =
+                    std::sync::Arc::new(t.type_desc());
+                (
+                    t.pool.clone(),
+                    crate::http::PoolProfile {
+                        editor_strength: t.editor_strength,
+                        editor_lease_ms: t.editor_lease_ms,
+                        codec: Some(codec),
+                    },
+                )
+            })
+            .collect()
     }
 }
 

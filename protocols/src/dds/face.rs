@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+use std::time::Duration as StdDuration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -22,14 +22,14 @@ use rustdds::{
     policy, DataWriterStatus, DomainParticipant, DomainParticipantBuilder, QosPolicies,
     QosPolicyBuilder, ReadCondition, StatusEvented, Timestamp, TopicKind, GUID,
 };
-use squall_storage::{Entry, Expect, Mode, Selector, WatchFrom, KEY_BYTES_MAX};
+use squall_storage::owner::{writer_id, Claim as OwnerClaim};
+use squall_storage::{Entry, Expect, Selector, WatchFrom, KEY_BYTES_MAX};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use super::cdr::{self, TypeDesc, Value};
 use super::config::{DdsConfig, DdsTopicConfig, Durability, History, OwnershipKind};
 use super::error::DdsError;
-use super::ownership::{arbitrate, Claim, OwnerRecord};
 use super::sample::{InstanceKey, RawAdapter, RawSample, TypeScope};
 use super::stats::{bump, DdsStats};
 use crate::node::{Node, NodeError, PutRequest, WatchEvent, WatchStream};
@@ -46,8 +46,6 @@ const TAKE_BATCH_MAX: usize = 256;
 const INGRESS_BATCHES_MAX: usize = 64;
 /// How long a sample from a not-yet-discovered writer waits for its discovery data.
 const DISCOVERY_WAIT_MS: u64 = 500;
-/// Attempts at a conditional put of an ownership record before giving up on a sample.
-const CLAIM_TRIES_MAX: usize = 8;
 
 type Writer = DataWriter<RawSample, RawAdapter>;
 type Reader = rustdds::with_key::DataReader<RawSample, RawAdapter>;
@@ -109,13 +107,6 @@ impl std::fmt::Debug for DdsFace {
             .field("tasks", &self.tasks.len())
             .finish()
     }
-}
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// RTPS time (seconds, 2^-32 fractions) → µs since the Unix epoch.
@@ -223,7 +214,7 @@ fn key_from_text(ty: &TypeDesc, text: &str) -> Result<InstanceKey, DdsError> {
 
 impl DdsFace {
     /// Joins the domain and starts serving the configured topics on a tokio runtime. Creates the
-    /// pools (and the ownership pools of EXCLUSIVE topics) when they do not exist.
+    /// pools when they do not exist.
     pub async fn start<N: Node>(config: DdsConfig, node: Arc<N>) -> Result<DdsFace, DdsError> {
         config.validate()?;
         for t in &config.topic {
@@ -233,18 +224,6 @@ impl DdsFace {
                     warn!("dds: pool {p} exists with another configuration; using it as it is")
                 }
                 Err(e) => return Err(e.into()),
-            }
-            if t.ownership == OwnershipKind::Exclusive {
-                let owners = squall_storage::PoolConfig {
-                    name: t.owners_pool(),
-                    mode: Mode::Latest,
-                    durable: t.pool_config().durable,
-                    ..squall_storage::PoolConfig::default()
-                };
-                match node.create_pool(owners).await {
-                    Ok(()) | Err(NodeError::PoolExists(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
             }
         }
         let participant = DomainParticipantBuilder::new(config.domain_id)
@@ -448,7 +427,7 @@ async fn writers_lost<N: Node>(shared: &Arc<Shared<N>>, which: impl Fn(&GUID) ->
                 i.last_writer = None;
             }
             if rt.cfg.ownership == OwnershipKind::Exclusive {
-                release(shared, rt, &key, &writer_name(guid)).await;
+                release(shared, rt, &key, guid).await;
             }
             if rt.cfg.bridges_same_topic() && rt.cfg.durability != Durability::Volatile {
                 st.orphans.insert(key);
@@ -521,50 +500,30 @@ fn sample_of(rt: &TopicRt, e: &Entry) -> Result<RawSample, String> {
     })
 }
 
-async fn release<N: Node>(shared: &Shared<N>, rt: &TopicRt, key: &str, owner: &str) {
-    let pool = rt.cfg.owners_pool();
-    for _ in 0..CLAIM_TRIES_MAX {
-        let Ok(e) = shared.node.get(&pool, key) else {
-            return;
-        };
-        let rec = OwnerRecord::from_bytes(&e.value);
-        if rec.owner.as_deref() != Some(owner) {
-            return;
+/// Releases, in the store, `writer`'s ownership of an instance (a no-op if it does not own it).
+async fn release<N: Node>(shared: &Shared<N>, rt: &TopicRt, key: &str, writer: GUID) {
+    match shared
+        .node
+        .release(&rt.cfg.pool, key, writer_id(&writer_name(writer)))
+        .await
+    {
+        Ok(true) => {
+            bump(&shared.stats.ownership_changes);
+            info!(
+                "dds: {} released {}/{key}",
+                writer_name(writer),
+                rt.cfg.pool
+            );
         }
-        let mut req = PutRequest::new(
-            pool.clone(),
-            key,
-            Bytes::from(OwnerRecord::released().to_bytes()),
-        );
-        req.expect = Expect::Version(e.version.key_version);
-        match shared.node.put(req).await {
-            Ok(_) => {
-                bump(&shared.stats.ownership_changes);
-                info!("dds: {owner} released {}/{key}", rt.cfg.pool);
-                return;
-            }
-            Err(NodeError::Conflict { .. }) => continue,
-            Err(err) => {
-                bump(&shared.stats.node_errors);
-                warn!("dds: release of {key}: {err}");
-                return;
-            }
+        Ok(false) => {}
+        Err(err) => {
+            bump(&shared.stats.node_errors);
+            warn!("dds: release of {key}: {err}");
         }
     }
 }
 
 impl<N: Node> Shared<N> {
-    fn owner_alive(&self, rec: &OwnerRecord) -> bool {
-        match rec.owner.as_deref() {
-            None => false,
-            Some("editor") => rec.lease_until_us.is_some_and(|t| t > now_us()),
-            Some(name) => {
-                let w = self.writers.lock().unwrap_or_else(|p| p.into_inner());
-                w.iter().any(|(g, i)| i.alive && writer_name(*g) == name)
-            }
-        }
-    }
-
     /// The discovered strength of a writer, waiting briefly for discovery to catch up.
     async fn writer_strength(&self, g: GUID) -> i32 {
         let deadline = tokio::time::Instant::now() + StdDuration::from_millis(DISCOVERY_WAIT_MS);
@@ -588,51 +547,18 @@ impl<N: Node> Shared<N> {
         }
     }
 
-    /// Decides, in the store, whether `claimant` may write the instance `key` now.
-    async fn claim(
-        &self,
-        rt: &TopicRt,
-        key: &str,
-        claimant: &str,
-        strength: i32,
-        lease_until_us: Option<u64>,
-    ) -> Result<bool, NodeError> {
-        let pool = rt.cfg.owners_pool();
-        for _ in 0..CLAIM_TRIES_MAX {
-            let (rec, expect) = match self.node.get(&pool, key) {
-                Ok(e) => (
-                    Some(OwnerRecord::from_bytes(&e.value)),
-                    Expect::Version(e.version.key_version),
-                ),
-                Err(NodeError::NotFound) => (None, Expect::Absent),
-                Err(e) => return Err(e),
-            };
-            let alive = rec.as_ref().is_some_and(|r| self.owner_alive(r));
-            match arbitrate(rec.as_ref(), claimant, strength, alive) {
-                Claim::Accept => {
-                    if lease_until_us.is_none() {
-                        return Ok(true);
-                    }
-                }
-                Claim::Reject => return Ok(false),
-                Claim::TakeOver => {}
-            }
-            // Take over (or, for an editor, renew its lease) by a conditional put.
-            let rec = OwnerRecord::claim(claimant, strength, lease_until_us);
-            let mut req = PutRequest::new(pool.clone(), key, Bytes::from(rec.to_bytes()));
-            req.expect = expect;
-            match self.node.put(req).await {
-                Ok(_) => {
-                    bump(&self.stats.ownership_changes);
-                    return Ok(true);
-                }
-                Err(NodeError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
+    /// The store-side ownership claim of a DDS writer on an EXCLUSIVE topic: its discovered
+    /// strength, no lease (the face releases it when the writer disposes, unregisters or is
+    /// lost). The store arbitrates it where the put is ordered.
+    async fn claim_of(&self, writer: GUID) -> Expect {
+        Expect::Owned {
+            claim: OwnerClaim {
+                writer: writer_id(&writer_name(writer)),
+                strength: self.writer_strength(writer).await,
+                lease_us: 0,
+            },
+            version: None,
         }
-        Err(NodeError::Overloaded(format!(
-            "ownership of {key} keeps changing"
-        )))
     }
 }
 
@@ -893,29 +819,17 @@ async fn on_sample<N: Node>(
         return;
     }
     let key = raw.key.text.clone();
-    if rt.cfg.ownership == OwnershipKind::Exclusive {
-        let strength = shared.writer_strength(writer).await;
-        match shared
-            .claim(rt, &key, &writer_name(writer), strength, None)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                bump(&shared.stats.ownership_rejected);
-                return;
-            }
-            Err(e) => {
-                bump(&shared.stats.node_errors);
-                warn!("dds: ownership of {key}: {e}");
-                return;
-            }
-        }
-    }
     let mut req = PutRequest::new(rt.cfg.pool.clone(), key.clone(), raw.to_stored());
     req.sensor_time_us = sensor_time_us;
+    if rt.cfg.ownership == OwnershipKind::Exclusive {
+        req.expect = shared.claim_of(writer).await;
+    }
     match shared.node.put(req).await {
         Ok(v) => {
             bump(&shared.stats.samples_stored);
+            if st.instances.get(&key).and_then(|i| i.last_writer) != Some(writer) {
+                bump(&shared.stats.ownership_changes);
+            }
             st.own.entry(key.clone()).or_default().insert(v.key_version);
             st.orphans.remove(&key);
             st.instances.insert(
@@ -934,6 +848,14 @@ async fn on_sample<N: Node>(
                     }
                 }
             }
+        }
+        Err(NodeError::NotOwner(n)) => {
+            bump(&shared.stats.ownership_rejected);
+            info!(
+                "dds: sample of {}/{key} from {} refused: {n}",
+                rt.cfg.pool,
+                writer_name(writer)
+            );
         }
         Err(e) => {
             bump(&shared.stats.node_errors);
@@ -954,25 +876,11 @@ async fn on_dispose<N: Node>(
         return;
     }
     let text = key.text.clone();
-    let name = writer_name(writer);
-    if rt.cfg.ownership == OwnershipKind::Exclusive {
-        let strength = shared.writer_strength(writer).await;
-        match shared.claim(rt, &text, &name, strength, None).await {
-            Ok(true) => {}
-            Ok(false) => {
-                bump(&shared.stats.ownership_rejected);
-                return;
-            }
-            Err(e) => {
-                bump(&shared.stats.node_errors);
-                warn!("dds: ownership of {text}: {e}");
-                return;
-            }
-        }
-    }
     let mut req = PutRequest::new(rt.cfg.pool.clone(), text.clone(), Bytes::new());
     req.tombstone = true;
     req.sensor_time_us = sensor_time_us;
+    // The owner's dispose is a guarded tombstone: the store releases the instance with it.
+    req.expect = shared.claim_of(writer).await;
     match shared.node.put(req).await {
         Ok(v) => {
             bump(&shared.stats.disposes_stored);
@@ -989,15 +897,18 @@ async fn on_dispose<N: Node>(
                 },
             );
         }
+        Err(NodeError::NotOwner(n)) => {
+            bump(&shared.stats.ownership_rejected);
+            info!(
+                "dds: dispose of {}/{text} from {} refused: {n}",
+                rt.cfg.pool,
+                writer_name(writer)
+            );
+        }
         Err(e) => {
             bump(&shared.stats.node_errors);
             warn!("dds: dispose {}/{text}: {e}", rt.cfg.pool);
-            return;
         }
-    }
-    drop(st);
-    if rt.cfg.ownership == OwnershipKind::Exclusive {
-        release(shared, rt, &text, &name).await;
     }
 }
 
@@ -1047,35 +958,8 @@ async fn egress_task<N: Node, W: WatchStream>(
             bump(&shared.stats.loops_suppressed);
             continue;
         }
-        if !from_dds && rt.cfg.ownership == OwnershipKind::Exclusive {
-            // An edit from another face: it holds the instance with the editor strength.
-            let lease = now_us().saturating_add(rt.cfg.editor_lease_ms.saturating_mul(1000));
-            match shared
-                .claim(
-                    &rt,
-                    &entry.key,
-                    "editor",
-                    rt.cfg.editor_strength,
-                    Some(lease),
-                )
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    bump(&shared.stats.ownership_rejected);
-                    warn!(
-                        "dds: edit of {}/{} v{} not published: a stronger DDS writer owns it",
-                        rt.cfg.pool, entry.key, entry.version.key_version
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    bump(&shared.stats.node_errors);
-                    warn!("dds: ownership of {}: {e}", entry.key);
-                    continue;
-                }
-            }
-        }
+        // Edits from other faces on EXCLUSIVE topics were arbitrated by the store when they
+        // were ordered (a non-owner's edit was refused there), so whatever arrives is published.
         publish(&shared, &rt, &mut st, &entry).await;
     }
 }

@@ -4,7 +4,6 @@
 //! * [`config`]: `[dds]` / `[[dds.topic]]` and the QoS → pool-mode mapping.
 //! * [`cdr`]: a small plain-CDR codec for the configured struct types (keys, key hashes, JSON).
 //! * [`sample`]: the raw sample type and the rustdds adapters that keep wire bytes as they are.
-//! * [`ownership`]: EXCLUSIVE ownership records and the arbitration rule (sans-IO).
 //! * [`face`]: the running face (participant, reader → store, store → writer, discovery).
 //! * [`stats`]: counters for `/metrics`.
 
@@ -12,7 +11,6 @@ pub mod cdr;
 pub mod config;
 pub mod error;
 pub mod face;
-pub mod ownership;
 pub mod sample;
 pub mod stats;
 

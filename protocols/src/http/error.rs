@@ -67,6 +67,16 @@ impl From<NodeError> for ApiError {
                 },
             )
             .with("current_version", json!(current)),
+            NodeError::NotOwner(n) => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_owner",
+                match n.claimed {
+                    Some(c) => format!("{msg}: the write is refused; a claim needs a strength above {} (yours was {c}), or wait until the owner releases the key or its lease lapses", n.strength),
+                    None => format!("{msg}: the write is refused; claim the key with Squall-Owner (and Squall-Strength above {}) or wait until the owner releases it", n.strength),
+                },
+            )
+            .with("owner", json!(format!("{:#018x}", n.owner)))
+            .with("owner_strength", json!(n.strength)),
             NodeError::WrongMode(_) => ApiError::bad_request("wrong_mode", msg),
             NodeError::NotYetStable { at_us, frontier_us } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

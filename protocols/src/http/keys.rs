@@ -10,6 +10,7 @@ use axum::Json;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
+use squall_storage::owner::{writer_id, Claim};
 use squall_storage::{Clock, Entry, Expect, Mode, PoolConfig};
 
 use super::wire::{BoundsReply, PutReply};
@@ -18,6 +19,9 @@ use super::{
     LIST_KEYS_MAX,
 };
 use crate::node::{Node, NodeError, PutRequest};
+
+/// Longest `Squall-Owner` name.
+pub const OWNER_NAME_BYTES_MAX: usize = 256;
 
 /// Header carrying the producer's sensor time (µs since the Unix epoch).
 pub const SENSOR_TIME: &str = "squall-sensor-time";
@@ -93,6 +97,83 @@ fn expect_of(headers: &HeaderMap) -> Result<Expect, ApiError> {
     Ok(Expect::Any)
 }
 
+/// Header naming the writer that claims the key's ownership (EXCLUSIVE pools).
+pub const OWNER: &str = "squall-owner";
+/// Header giving the claim's strength (default: the pool's configured editor strength).
+pub const STRENGTH: &str = "squall-strength";
+/// Header giving the claim's lease in ms (default: the pool's configured editor lease).
+pub const LEASE_MS: &str = "squall-lease-ms";
+
+fn header_num<T: std::str::FromStr>(
+    headers: &HeaderMap,
+    name: &str,
+    what: &str,
+) -> Result<Option<T>, ApiError> {
+    let Some(v) = headers.get(name) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<T>().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request("bad_header", format!("{name} must be {what}")))
+}
+
+/// Turns `Squall-Owner` (+ `Squall-Strength`, `Squall-Lease-Ms`) into an ownership claim
+/// around the conditional-put expectation.
+fn claim_of<N: Node>(
+    st: &St<N>,
+    pool: &str,
+    headers: &HeaderMap,
+    expect: Expect,
+) -> Result<Expect, ApiError> {
+    let Some(owner) = headers.get(OWNER) else {
+        if headers.contains_key(STRENGTH) || headers.contains_key(LEASE_MS) {
+            return Err(ApiError::bad_request(
+                "bad_header",
+                "Squall-Strength and Squall-Lease-Ms go with Squall-Owner",
+            ));
+        }
+        return Ok(expect);
+    };
+    let owner = owner
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|o| !o.is_empty() && o.len() <= OWNER_NAME_BYTES_MAX)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_header",
+                format!(
+                    "Squall-Owner must be a writer name of 1..={OWNER_NAME_BYTES_MAX} ASCII bytes"
+                ),
+            )
+        })?;
+    let profile = st.profiles.get(pool).cloned().unwrap_or_default();
+    let strength = header_num::<i32>(headers, STRENGTH, "an integer (i32)")?
+        .unwrap_or(profile.editor_strength);
+    let lease_ms = header_num::<u64>(headers, LEASE_MS, "an integer number of milliseconds")?
+        .unwrap_or(profile.editor_lease_ms);
+    let version = match expect {
+        Expect::Any => None,
+        Expect::Version(v) => Some(v),
+        _ => {
+            return Err(ApiError::bad_request(
+                "bad_header",
+                "with Squall-Owner, use If-Match (or nothing), not If-None-Match",
+            ));
+        }
+    };
+    Ok(Expect::Owned {
+        claim: Claim {
+            writer: writer_id(&format!("http:{owner}")),
+            strength,
+            lease_us: lease_ms.saturating_mul(1000),
+        },
+        version,
+    })
+}
+
 fn sensor_time_of(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(v) = headers.get(SENSOR_TIME) else {
         return Ok(None);
@@ -151,7 +232,7 @@ async fn write<N: Node>(
     body: Option<Body>,
 ) -> Result<Json<PutReply>, ApiError> {
     let cfg = pool_of(&st, &pool)?;
-    let expect = expect_of(&headers)?;
+    let expect = claim_of(&st, &pool, &headers, expect_of(&headers)?)?;
     let sensor_time_us = sensor_time_of(&headers)?;
     let limit = cfg.value_bytes_max.min(st.cfg.value_bytes_max);
     let (value, tombstone) = match body {

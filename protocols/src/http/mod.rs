@@ -118,6 +118,38 @@ impl HttpConfig {
     }
 }
 
+/// Renders a pool's stored values as JSON and builds them from JSON (e.g. the CDR of a DDS
+/// topic's configured type), for `?format=json` / `Accept: application/json` and JSON bodies.
+pub trait ValueCodec: Send + Sync {
+    /// The JSON form of a stored value.
+    fn render_json(&self, value: &[u8]) -> Result<serde_json::Value, String>;
+    /// The stored value for a JSON form.
+    fn parse_json(&self, json: &serde_json::Value) -> Result<Vec<u8>, String>;
+}
+
+/// What the HTTP face knows about a pool beyond its storage config, given by the broker from
+/// another face's configuration (a DDS topic's editor strength and type).
+#[derive(Clone, Default)]
+pub struct PoolProfile {
+    /// Strength of an ownership claim (`Squall-Owner`) that gives no `Squall-Strength`.
+    pub editor_strength: i32,
+    /// Lease of such a claim in ms when the request gives no `Squall-Lease-Ms` (0 = until the
+    /// key is released).
+    pub editor_lease_ms: u64,
+    /// The pool's value codec, if its values have a described type.
+    pub codec: Option<Arc<dyn ValueCodec>>,
+}
+
+impl std::fmt::Debug for PoolProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolProfile")
+            .field("editor_strength", &self.editor_strength)
+            .field("editor_lease_ms", &self.editor_lease_ms)
+            .field("codec", &self.codec.is_some())
+            .finish()
+    }
+}
+
 /// Called before `/metrics` renders, so the owner can refresh gauges (log size, frontier lag).
 pub type ScrapeHook = Arc<dyn Fn() + Send + Sync>;
 
@@ -130,6 +162,8 @@ pub(crate) struct Shared<N> {
     pub on_scrape: Option<ScrapeHook>,
     /// Flips to `true` at shutdown: open watch streams end so graceful shutdown can finish.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Per-pool extras (editor claims, JSON codecs), by pool name.
+    pub profiles: std::collections::BTreeMap<String, PoolProfile>,
 }
 
 pub(crate) type St<N> = Arc<Shared<N>>;
@@ -168,8 +202,16 @@ impl<N: Node> HttpFace<N> {
                 registry,
                 on_scrape,
                 shutdown,
+                profiles: std::collections::BTreeMap::new(),
             }),
         })
+    }
+
+    /// Sets the per-pool extras (editor claims, JSON codecs); call before [`HttpFace::router`].
+    pub fn set_profiles(&mut self, profiles: std::collections::BTreeMap<String, PoolProfile>) {
+        if let Some(s) = Arc::get_mut(&mut self.shared) {
+            s.profiles = profiles;
+        }
     }
 
     /// The routes (see `docs/HTTP.md`).

@@ -72,6 +72,8 @@ pub mod code {
     pub const INVALID_CONFIG: i16 = 40;
     /// Malformed or inconsistent request.
     pub const INVALID_REQUEST: i16 = 42;
+    /// POLICY_VIOLATION (a write refused by EXCLUSIVE ownership).
+    pub const POLICY_VIOLATION: i16 = 44;
     /// A message format the broker does not accept (magic 0/1).
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
     /// A sequence gap for an idempotent producer.
@@ -203,6 +205,7 @@ pub(crate) fn node_code(e: &NodeError) -> i16 {
         NodeError::NotYetStable { .. } => code::REQUEST_TIMED_OUT,
         NodeError::PoolExists(_) => code::TOPIC_ALREADY_EXISTS,
         NodeError::Conflict { .. } | NodeError::WrongMode(_) => code::UNKNOWN_SERVER_ERROR,
+        NodeError::NotOwner(_) => code::POLICY_VIOLATION,
     }
 }
 
