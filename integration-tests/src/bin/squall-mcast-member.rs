@@ -437,6 +437,7 @@ async fn run_ordered(
     let stop_at = Instant::now() + Duration::from_millis(o.warmup_ms + o.measure_ms);
     let report_at = stop_at + Duration::from_millis(o.drain_ms);
     let mut reported = false;
+    let mut window_may_have_room = true;
     loop {
         let wait = d.until_tick();
         tokio::select! {
@@ -444,8 +445,9 @@ async fn run_ordered(
                 let Some(ev) = ev else { break };
                 d.handle(ev);
                 d.pump();
+                window_may_have_room = true;
             }
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait) => window_may_have_room = true,
             _ = pace.tick(), if sending => {}
             c = cmds.recv() => {
                 let c = c.unwrap_or_else(|| "eof".into());
@@ -458,16 +460,22 @@ async fn run_ordered(
             _ = status.tick(), if o.status_ms > 0 => println!("STATUS {}", d.app.status()),
         }
         d.tick_if_due();
-        if sending && !d.is_removed() && d.node.is_state_ready() {
+        if sending && window_may_have_room && !d.is_removed() && d.node.is_state_ready() {
             let n = pacer.allowance();
-            for _ in 0..n {
-                let p = payload(o.size, seq, wall_us());
-                match d.send(p) {
-                    Ok(_) => {
-                        seq += 1;
-                        pacer.offered += 1;
+            if n > 0 {
+                let now = wall_us();
+                let first = seq;
+                let mut gen = (first..first + n as u64)
+                    .map(|s| payload(o.size, s, now))
+                    .peekable();
+                match d.send_batch(&mut gen) {
+                    Ok(ids) => {
+                        seq += ids.len() as u64;
+                        pacer.offered += ids.len() as u64;
                     }
-                    Err(_) => break,
+                    // Only input from peers (rows, deliveries) or a tick can free the
+                    // window: do not scan it again before one arrives.
+                    Err(_) => window_may_have_room = false,
                 }
             }
         }

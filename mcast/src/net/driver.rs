@@ -230,6 +230,18 @@ impl<T: Transport, A: Application> Driver<T, A> {
         r
     }
 
+    /// Offers several application messages at once ([`Node::send_batch`]): pulled from
+    /// `payloads` only while the window has room, then one protocol step for all of them.
+    pub fn send_batch<I: Iterator<Item = Bytes>>(
+        &mut self,
+        payloads: &mut std::iter::Peekable<I>,
+    ) -> Result<Vec<MsgId>, Error> {
+        let now = self.clock.now_us();
+        let r = self.node.send_batch(now, payloads);
+        self.drain_actions();
+        r
+    }
+
     /// Ticks the node if its timeout passed.
     pub fn tick_if_due(&mut self) {
         let now = self.clock.now_us();
@@ -294,13 +306,14 @@ impl<T: Transport, A: Application> Driver<T, A> {
     }
 
     fn drain_actions(&mut self) {
+        // One clock read per drain: deliveries of one batch share their delivery time.
+        let deliver_now = self.clock.now_us();
         while let Some(a) = self.node.poll_action() {
             match a {
                 Action::Send { to, msg } => self.gather(to, msg),
                 Action::Deliver(d) => {
                     self.stats.delivered += 1;
-                    let now = self.clock.now_us();
-                    self.app.deliver(now, &d);
+                    self.app.deliver(deliver_now, &d);
                 }
                 Action::Persist { shard, upto } => {
                     self.persist.flushed.insert(shard, upto);

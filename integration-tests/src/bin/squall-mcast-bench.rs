@@ -1,0 +1,257 @@
+//! `squall-mcast-bench`: the ordered-multicast benchmark (issue 3). Not a timed test.
+//!
+//! For each message size it starts three `squall-mcast-member` processes on 127.0.0.1, all
+//! sending, four times:
+//! 1. `raw`: unordered TCP fan-out (each process writes its messages straight to the two
+//!    others over the same transport and framing; a message counts as delivered on arrival);
+//! 2. `ordered`: the Derecho-style ordered multicast at full speed (flow control only);
+//! 3. `ordered` at half of the rate reached in 2 (per sender);
+//! 4. `raw` at that same rate (the latency floor of the box at that load).
+//!
+//! Each process measures the same window (after a warm-up) and prints a `RESULT` line:
+//! delivered messages/s and MB/s at that member (messages of all three senders, its own
+//! included) and the latency from send to delivery of the *other* members' messages
+//! (p50/p99; the payload carries the wall-clock send time, one host, one clock). The table
+//! shows the mean rate over the three members and the worst p50/p99 among them. Ordered
+//! runs also check that the three members end with the same delivered count and digest.
+//!
+//! ```text
+//! cargo build --release -p squall-integration-tests --bin squall-mcast-member --bin squall-mcast-bench
+//! target/release/squall-mcast-bench [--sizes 100,1024,65536] [--warmup-ms 1000]
+//!     [--measure-ms 3000] [--window-bytes 8388608]
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Kills the member processes of a phase on drop (also when the bench fails).
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Res {
+    msgs_per_s: f64,
+    mb_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    count: u64,
+    digest: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Phase {
+    msgs_per_s: f64,
+    mb_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    agree: bool,
+}
+
+fn field<'a>(line: &'a str, k: &str) -> &'a str {
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(kk, _)| *kk == k)
+        .map(|(_, v)| v)
+        .unwrap_or("")
+}
+
+fn free_addrs(n: usize) -> Result<Vec<SocketAddr>> {
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<_>>()?;
+    ls.iter().map(|l| Ok(l.local_addr()?)).collect()
+}
+
+struct Args {
+    sizes: Vec<usize>,
+    warmup_ms: u64,
+    measure_ms: u64,
+    window_bytes: usize,
+}
+
+fn parse() -> Result<Args> {
+    let mut a = Args {
+        sizes: vec![100, 1024, 65536],
+        warmup_ms: 1000,
+        measure_ms: 3000,
+        window_bytes: 8 << 20,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--sizes" => a.sizes = v.split(',').map(|s| s.parse()).collect::<Result<_, _>>()?,
+            "--warmup-ms" => a.warmup_ms = v.parse()?,
+            "--measure-ms" => a.measure_ms = v.parse()?,
+            "--window-bytes" => a.window_bytes = v.parse()?,
+            x => bail!("unknown argument {x}"),
+        }
+        i += 2;
+    }
+    Ok(a)
+}
+
+fn member_bin() -> Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let p = me
+        .parent()
+        .context("no parent dir")?
+        .join("squall-mcast-member");
+    if !p.exists() {
+        bail!(
+            "{} not found: build it with --bin squall-mcast-member",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn window_for(a: &Args, size: usize) -> usize {
+    (a.window_bytes / size).clamp(32, 8192)
+}
+
+fn run_phase(a: &Args, raw: bool, size: usize, rate: u64) -> Result<Phase> {
+    let bin = member_bin()?;
+    let addrs = free_addrs(3)?;
+    let mut procs = Procs(Vec::new());
+    for i in 0..3 {
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "--id",
+            &(i + 1).to_string(),
+            "--listen",
+            &addrs[i].to_string(),
+        ]);
+        for (j, addr) in addrs.iter().enumerate() {
+            if j != i {
+                cmd.args(["--peer", &format!("{}={addr}", j + 1)]);
+            }
+        }
+        cmd.args([
+            "--mode",
+            if raw { "raw" } else { "ordered" },
+            "--size",
+            &size.to_string(),
+            "--rate",
+            &rate.to_string(),
+            "--window",
+            &window_for(a, size).to_string(),
+            "--warmup-ms",
+            &a.warmup_ms.to_string(),
+            "--measure-ms",
+            &a.measure_ms.to_string(),
+            "--drain-ms",
+            "1500",
+            "--linger-ms",
+            "1000",
+            "--suspect-ms",
+            "5000",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        procs
+            .0
+            .push(cmd.spawn().context("spawning squall-mcast-member")?);
+    }
+    let deadline = Instant::now() + Duration::from_millis(a.warmup_ms + a.measure_ms + 40_000);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    for c in &mut procs.0 {
+        let out = c.stdout.take().context("stdout")?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if l.starts_with("RESULT ") || l.starts_with("REMOVED") || l.starts_with("ERROR") {
+                    let _ = tx.send(l);
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut res = Vec::new();
+    while res.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let l = rx
+            .recv_timeout(left)
+            .context("a member did not report in time")?;
+        if !l.starts_with("RESULT ") {
+            bail!("member reported: {l}");
+        }
+        res.push(Res {
+            msgs_per_s: field(&l, "msgs_per_s").parse()?,
+            mb_per_s: field(&l, "mb_per_s").parse()?,
+            p50_us: field(&l, "p50_us").parse()?,
+            p99_us: field(&l, "p99_us").parse()?,
+            count: field(&l, "count").parse()?,
+            digest: field(&l, "digest").to_string(),
+        });
+        eprintln!("  {l}");
+    }
+    let n = res.len() as f64;
+    Ok(Phase {
+        msgs_per_s: res.iter().map(|r| r.msgs_per_s).sum::<f64>() / n,
+        mb_per_s: res.iter().map(|r| r.mb_per_s).sum::<f64>() / n,
+        p50_us: res.iter().map(|r| r.p50_us).max().unwrap_or(0),
+        p99_us: res.iter().map(|r| r.p99_us).max().unwrap_or(0),
+        agree: res
+            .iter()
+            .all(|r| r.count == res[0].count && r.digest == res[0].digest),
+    })
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+fn main() -> Result<()> {
+    let a = parse()?;
+    let mut rows = Vec::new();
+    for &size in &a.sizes {
+        eprintln!("size {size} B, window {}", window_for(&a, size));
+        let raw = run_phase(&a, true, size, 0)?;
+        let ord = run_phase(&a, false, size, 0)?;
+        let half = ((ord.msgs_per_s / 3.0) / 2.0).max(1.0) as u64;
+        let ord_half = run_phase(&a, false, size, half)?;
+        let raw_half = run_phase(&a, true, size, half)?;
+        rows.push((size, raw, ord, half, ord_half, raw_half));
+    }
+    println!(
+        "| size | raw msgs/s | raw MB/s | raw p50 / p99 ms | ordered msgs/s | ordered MB/s | ordered p50 / p99 ms | ordered / raw | half load (msgs/s per sender) | ordered p50 / p99 ms at half | raw p50 / p99 ms at half | digests agree |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (size, raw, ord, half, oh, rh) in rows {
+        println!(
+            "| {size} B | {:.0} | {:.1} | {} / {} | {:.0} | {:.1} | {} / {} | {:.0} % | {half} | {} / {} | {} / {} | {} |",
+            raw.msgs_per_s,
+            raw.mb_per_s,
+            ms(raw.p50_us),
+            ms(raw.p99_us),
+            ord.msgs_per_s,
+            ord.mb_per_s,
+            ms(ord.p50_us),
+            ms(ord.p99_us),
+            100.0 * ord.msgs_per_s / raw.msgs_per_s.max(1.0),
+            ms(oh.p50_us),
+            ms(oh.p99_us),
+            ms(rh.p50_us),
+            ms(rh.p99_us),
+            if ord.agree && oh.agree { "yes" } else { "NO" },
+        );
+    }
+    Ok(())
+}
