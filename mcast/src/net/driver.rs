@@ -113,15 +113,17 @@ pub struct DriverStats {
     pub peers_lost: u64,
 }
 
-/// Data for one peer, gathered during a drain: runs of one stream merged.
+/// Data for one peer, gathered during a drain: consecutive batches of one stream, kept as
+/// the node's own `Arc`s (merged into one frame only when there is more than one).
 #[derive(Debug)]
 struct DataRun {
     epoch: Epoch,
     shard: ShardId,
     rank: u32,
     first_index: u64,
-    msgs: Vec<DataMsg>,
+    len: usize,
     bytes: usize,
+    parts: Vec<Arc<DataBatch>>,
 }
 
 /// Identifies a slice of one sender's stream: (epoch, shard, rank, first index, count).
@@ -134,8 +136,26 @@ impl DataRun {
             self.shard,
             self.rank,
             self.first_index,
-            self.msgs.len(),
+            self.len,
         )
+    }
+    fn into_message(mut self) -> Message {
+        if self.parts.len() == 1 {
+            if let Some(b) = self.parts.pop() {
+                return Message::Data(b);
+            }
+        }
+        let mut msgs = Vec::with_capacity(self.len);
+        for p in &self.parts {
+            msgs.extend(p.msgs.iter().cloned());
+        }
+        Message::Data(Arc::new(DataBatch {
+            epoch: self.epoch,
+            shard: self.shard,
+            sender_rank: self.rank,
+            first_index: self.first_index,
+            msgs,
+        }))
     }
 }
 
@@ -382,12 +402,13 @@ impl<T: Transport, A: Application> Driver<T, A> {
                     if last.epoch == b.epoch
                         && last.shard == b.shard
                         && last.rank == b.sender_rank
-                        && last.first_index + last.msgs.len() as u64 == b.first_index
+                        && last.first_index + last.len as u64 == b.first_index
                         && last.bytes + bytes <= DATA_MERGE_BYTES_MAX
-                        && last.msgs.len() + b.msgs.len() <= crate::limits::BATCH_MESSAGES_MAX
+                        && last.len + b.msgs.len() <= crate::limits::BATCH_MESSAGES_MAX
                     {
-                        last.msgs.extend(b.msgs.iter().cloned());
+                        last.len += b.msgs.len();
                         last.bytes += bytes;
+                        last.parts.push(b);
                         return;
                     }
                 }
@@ -396,8 +417,9 @@ impl<T: Transport, A: Application> Driver<T, A> {
                     shard: b.shard,
                     rank: b.sender_rank,
                     first_index: b.first_index,
-                    msgs: b.msgs.clone(),
+                    len: b.msgs.len(),
                     bytes,
+                    parts: vec![b],
                 });
             }
             other => self.other_out.push((to, other)),
@@ -416,14 +438,7 @@ impl<T: Transport, A: Application> Driver<T, A> {
                 let frame = match cache.iter().find(|(k, _)| *k == key) {
                     Some((_, f)) => f.clone(),
                     None => {
-                        let batch = DataBatch {
-                            epoch: run.epoch,
-                            shard: run.shard,
-                            sender_rank: run.rank,
-                            first_index: run.first_index,
-                            msgs: run.msgs,
-                        };
-                        let f = self.encode(&Message::Data(Arc::new(batch)));
+                        let f = self.encode(&run.into_message());
                         cache.push((key, f.clone()));
                         f
                     }
