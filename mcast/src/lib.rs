@@ -20,8 +20,10 @@
 //!
 //! ## Driving contract
 //! The driver owns the transport, the timers, the disk and the application. It:
-//! 1. creates a node with [`Node::new_initial`] (same member list everywhere) or
-//!    [`Node::new_joiner`];
+//! 1. creates a node with [`Node::new_initial`] (same member list everywhere),
+//!    [`Node::new_joiner`], or, after a crash in durable mode, [`Node::restart`] from what its
+//!    disk holds ([`Recovered`]: every control record written, the delivered log's end, a boot
+//!    counter); a node with nothing usable on disk rejoins as [`NodeId::next_incarnation`];
 //! 2. feeds inputs, each with the current time: [`Node::handle_message`] for every message
 //!    from a peer (the transport vouches for the sender id), [`Node::tick`] at
 //!    [`Node::next_timeout`] (or more often), [`Node::send`] for application messages,
@@ -67,7 +69,11 @@
 //!   member's lowest pending own timestamp (or clock), published only when this node has
 //!   delivered as far as any member reported.
 //! * **Durability.** In durable mode the persisted counters give the global persistence
-//!   frontier (the minimum over the shard).
+//!   frontier (the minimum over the shard); Paxos promises, accepts and decisions are
+//!   written before they are used. After a total shutdown, restarted members re-enter their
+//!   last view wedged; a Paxos round of a strict majority of it (and a member per shard)
+//!   picks per shard the most advanced durable log as the source and repairs the others
+//!   from it by state transfer.
 //!
 //! See `docs/MCAST.md` for the invariants and what is not built yet.
 

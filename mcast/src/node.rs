@@ -61,7 +61,8 @@ pub struct Recovered {
     /// driver restores for the application.
     pub log: Option<(ShardId, Version, Hlc)>,
     /// How many times this node id started before (a durable counter the driver keeps):
-    /// message ids of this run start at `boot << 40`, above every earlier run's.
+    /// message ids and row sequence numbers of this run start at `boot << 40`, above every
+    /// earlier run's.
     pub boot: u32,
 }
 
@@ -302,6 +303,8 @@ impl Node {
         }
         let mut node = Node::blank(id, cfg, Status::Member, now_us);
         node.next_seq = u64::from(rec.boot) << 40;
+        // Peers keep the row with the highest sequence: start above the previous run's.
+        node.row_seq = u64::from(rec.boot) << 40;
         node.restarting = true;
         // The clock did not survive: start it at the physical time (after the log's last
         // stamp, observed below), so the frontier this node reports does not go back.
@@ -738,12 +741,23 @@ impl Node {
         if let Some(ts) = Some(row.frontier) {
             self.clock.observe(ts);
         }
-        let newer = self
-            .ep
-            .rows
-            .get(&from)
-            .is_none_or(|old| old.row_seq < row.row_seq);
+        let old = self.ep.rows.get(&from);
+        let newer = old.is_none_or(|old| old.row_seq < row.row_seq);
         if newer {
+            let row = match old {
+                // A member restarted from disk reports counters from zero; what its earlier
+                // run reported in this epoch stays true (counters only grow): keep the
+                // maximum, so nothing already delivered everywhere counts as outstanding again.
+                Some(old) if row.restarting => {
+                    let mut r = (*row).clone();
+                    for (a, b) in r.received.iter_mut().zip(&old.received) {
+                        *a = (*a).max(*b);
+                    }
+                    r.delivered = r.delivered.max(old.delivered);
+                    Arc::new(r)
+                }
+                _ => row,
+            };
             self.ep.rows.insert(from, row);
         }
     }
@@ -1008,7 +1022,9 @@ impl Node {
 
     /// A view change is needed: someone suspects someone, is wedged, leaves, or wants in.
     fn triggered(&self) -> bool {
-        !self.ep.suspected.is_empty()
+        // A restarted member needs a view that names its shard's source.
+        self.restarting
+            || !self.ep.suspected.is_empty()
             || (self.leaving_now() && self.leave_honorable(self.id))
             || self.ep.rows.values().any(|r| {
                 r.wedged || !r.suspected.is_empty() || (r.leaving && self.leave_honorable(r.from))

@@ -143,8 +143,21 @@ fn restart_reenters_the_last_view_wedged_with_log_end_and_promise() {
             last_version: Version { epoch: 1, seq: 4 },
         })
     );
+    // Having heard from no lower-ranked member, it starts the view change that will name
+    // its shard's source: a ballot above its durable promise, written first.
+    let mine = Ballot { round: 3, node: 2 };
+    assert_eq!(
+        acts[1],
+        Action::PersistControl {
+            token: 1,
+            record: ControlRecord::Promised {
+                epoch: 1,
+                ballot: mine,
+            },
+        }
+    );
     let sent = rows(&acts);
-    assert_eq!(acts.len(), 1 + sent.len());
+    assert_eq!(acts.len(), 2 + sent.len());
     assert_eq!(
         sent.iter().map(|(to, _)| *to).collect::<Vec<_>>(),
         vec![N1, N3]
@@ -153,6 +166,7 @@ fn restart_reenters_the_last_view_wedged_with_log_end_and_promise() {
     assert!(r.restarting && r.wedged && !r.state_ready);
     assert_eq!(r.persisted, Version { epoch: 1, seq: 4 });
     assert_eq!(r.promised, b);
+    assert_eq!(r.proposing, Some((mine, None)));
     assert!(n2.is_wedged() && !n2.is_state_ready());
     // A node whose records put it in no view must rejoin as its next incarnation.
     let gone = Recovered::default();
@@ -175,18 +189,8 @@ fn restart_view_takes_the_most_advanced_log_as_the_source() {
         )),
         boot: 1,
     };
+    // N1 (lowest rank) restarts and proposes at once: first its own promise goes to disk.
     let mut n1 = Node::restart(N1, &all, durable(), &rec(3), 1_000).unwrap();
-    drain(&mut n1);
-    // The other two restarted too (wedged, restarting), N2 with the longest log.
-    for (from, seq) in [(N2, 7), (N3, 5)] {
-        let mut r = row(from, 1);
-        r.restarting = true;
-        r.wedged = true;
-        r.state_ready = false;
-        r.persisted = v(seq);
-        n1.handle_message(1_100, from, Message::Row(Arc::new(r)));
-    }
-    // N1 (lowest rank) proposes: first its own promise goes to disk.
     let acts = drain(&mut n1);
     let b = Ballot { round: 1, node: 1 };
     assert_eq!(
@@ -204,6 +208,8 @@ fn restart_view_takes_the_most_advanced_log_as_the_source() {
     );
     n1.control_persisted(1_200, 1);
     drain(&mut n1);
+    // The other two restarted too (wedged, restarting, promising N1's ballot), N2 with the
+    // longest log.
     for (from, seq) in [(N2, 7), (N3, 5)] {
         let mut r = row(from, 2);
         r.restarting = true;

@@ -105,6 +105,7 @@ fn main() -> ExitCode {
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut shutdowns, mut restarts, mut sources, mut rejoins, mut cuts) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut heal_restarts, mut orphans, mut recontacted) = (0u64, 0u64, 0u64);
     for seed in a..b {
         let r = run(seed, &opts);
         runs += 1;
@@ -117,6 +118,9 @@ fn main() -> ExitCode {
         sources += r.restart_sources;
         rejoins += r.rejoins;
         cuts += r.cuts;
+        heal_restarts += r.heal_restarts;
+        orphans += r.orphans_rejoined;
+        recontacted += r.joiners_recontacted;
         if verbose {
             println!(
                 "seed={seed} events={} deliveries={} installs={} max_epoch={} trace={:016x}",
@@ -137,7 +141,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "runs={runs} violations={failed} quorum_lost={lost} deliveries={deliveries} installs={installs} max_epoch={max_epoch} shutdowns={shutdowns} disk_restarts={restarts} restart_sources={sources} rejoins={rejoins} cuts={cuts} secs={:.1}",
+        "runs={runs} violations={failed} quorum_lost={lost} deliveries={deliveries} installs={installs} max_epoch={max_epoch} shutdowns={shutdowns} disk_restarts={restarts} restart_sources={sources} rejoins={rejoins} cuts={cuts} heal_restarts={heal_restarts} orphans_rejoined={orphans} joiners_recontacted={recontacted} secs={:.1}",
         started.elapsed().as_secs_f64()
     );
     if failed > 0 {

@@ -132,6 +132,12 @@ pub struct RunReport {
     pub rejoins: u64,
     /// Cross-shard cut reads checked.
     pub cuts: u64,
+    /// Crashed nodes restarted from disk at healing (durable mode).
+    pub heal_restarts: u64,
+    /// Orphans restarted as their next incarnation at healing.
+    pub orphans_rejoined: u64,
+    /// Joiners whose contacts were all gone, given live contacts at healing.
+    pub joiners_recontacted: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -210,6 +216,9 @@ struct World {
     disk_restarts: u64,
     restart_sources: u64,
     rejoins: u64,
+    heal_restarts: u64,
+    orphans_rejoined: u64,
+    joiners_recontacted: u64,
 }
 
 fn mix(h: u64, x: u64) -> u64 {
@@ -503,6 +512,13 @@ impl World {
         if let Err(e) = n.core.check_invariants() {
             self.checker
                 .liveness(format!("check_invariants at {id}: {e}"));
+            if std::env::var_os("SIM_DEBUG").is_some() {
+                println!(
+                    "  t={} invariant broken at {}",
+                    self.now,
+                    n.core.debug_summary()
+                );
+            }
         }
         if *n.core.status() != Status::Member {
             return;
@@ -1025,10 +1041,94 @@ impl World {
 
     fn heal(&mut self) {
         self.restart_due(true);
+        if self.cfg.durable {
+            // The operator restarts every crashed node from its disk (the newest incarnation
+            // of each id): a view that lost its majority to crashes gets it back.
+            let crashed: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(id, n)| !n.alive && !n.done && !n.down_total && self.newest(**id))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in crashed {
+                self.heal_restarts += 1;
+                self.restart_from_disk(id);
+            }
+        }
         self.blocked.clear();
         self.drop_rate = 0.0;
         for n in self.nodes.values_mut() {
             n.paused_until = 0;
+        }
+    }
+
+    /// True when no later incarnation of `id` exists.
+    fn newest(&self, id: NodeId) -> bool {
+        !self.nodes.keys().any(|o| id.superseded_by(*o))
+    }
+
+    /// What an operator does once the faults are over, for nodes the protocol cannot help:
+    /// an orphan (a member of an old view none of whose other members is up, or without an
+    /// up majority, while the group moved on) is restarted as its next incarnation and
+    /// joins; a joiner whose contacts are all gone is given the live members as contacts.
+    fn operator(&mut self) {
+        let latest = self
+            .live_members()
+            .iter()
+            .filter_map(|m| self.nodes.get(m))
+            .map(|n| n.core.epoch())
+            .max();
+        let up = |o: &NodeId| self.nodes.get(o).is_some_and(|x| x.alive && !x.done);
+        let contacts: Vec<NodeId> = self
+            .live_members()
+            .into_iter()
+            .filter(|m| self.nodes.get(m).map(|n| n.core.epoch()) == latest)
+            .collect();
+        if contacts.is_empty() {
+            return;
+        }
+        let mut orphans = Vec::new();
+        let mut lost_joiners = Vec::new();
+        for (id, n) in &self.nodes {
+            if !n.alive || n.done {
+                continue;
+            }
+            match n.core.status() {
+                Status::Member => {
+                    let view = n.core.members();
+                    let majority_up = view.iter().filter(|o| up(o)).count() * 2 > view.len();
+                    let has_peer = view.iter().any(|o| o != id && up(o));
+                    if Some(n.core.epoch()) != latest && !(majority_up && has_peer) {
+                        orphans.push(*id);
+                    }
+                }
+                Status::Joining(c) if !c.iter().any(&up) => lost_joiners.push(*id),
+                _ => {}
+            }
+        }
+        for id in orphans {
+            let nid = id.next_incarnation();
+            if self.nodes.contains_key(&nid) {
+                continue;
+            }
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.alive = false;
+                n.done = true;
+            }
+            if let Ok(core) = Node::new_joiner(nid, &contacts, self.cfg.clone(), self.now) {
+                self.orphans_rejoined += 1;
+                self.add_node(core, false, &PlantedBugs::default());
+                self.drain(nid);
+            }
+        }
+        for id in lost_joiners {
+            if let Ok(core) = Node::new_joiner(id, &contacts, self.cfg.clone(), self.now) {
+                self.joiners_recontacted += 1;
+                if let Some(n) = self.nodes.get_mut(&id) {
+                    n.core = core;
+                }
+                self.drain(id);
+            }
         }
     }
 
@@ -1043,57 +1143,47 @@ impl World {
                 );
             }
         }
-        // A member whose whole view (but itself) is gone can never learn of later views
-        // (nobody is left to tell it); a real deployment restarts it as a joiner. Such
-        // orphans are left out of the liveness check.
-        // More generally: a member of an old view whose up members are no majority of it
-        // can never install anything (the majority rule), so it waits for an operator.
-        let all_live = self.live_members();
-        let latest = all_live
+        // Every live node is judged: orphans (members of an old view that can never hear of
+        // later ones) and joiners without a live contact were handed to the operator at
+        // healing (`operator`), and in durable mode every crashed node was restarted from
+        // disk. One case stays unjudged, in volatile mode only: the newest view lost its
+        // majority (or every replica holding a shard's state) to crashes that raced the
+        // view change that still counted the victims. Its state is gone with the crashed members and
+        // the majority rule forbids installing anything without them, so no progress is
+        // possible by design (an operator would have to force a view and accept the loss).
+        // Such runs are counted as quorum_lost, not as passes; safety was checked all along.
+        let live = self.live_members();
+        let up = |o: &NodeId| self.nodes.get(o).is_some_and(|x| x.alive && !x.done);
+        if let Some(e) = live
             .iter()
             .filter_map(|m| self.nodes.get(m))
             .map(|n| n.core.epoch())
-            .max();
-        let up = |o: &NodeId| self.nodes.get(o).is_some_and(|x| x.alive && !x.done);
-        let live: Vec<NodeId> = all_live
-            .iter()
-            .copied()
-            .filter(|m| {
-                self.nodes.get(m).is_some_and(|n| {
-                    let view = n.core.members();
-                    let majority_up = view.iter().filter(|o| up(o)).count() * 2 > view.len();
-                    let has_peer = view.iter().any(|o| o != m && up(o));
-                    Some(n.core.epoch()) == latest || (majority_up && has_peer)
-                })
-            })
-            .collect();
-        if let Some(first) = live.first().and_then(|m| self.nodes.get(m)) {
-            let view = first.core.members();
-            let e = first.core.epoch();
-            let shard_lost = self.checker.view(e).is_some_and(|(_, shards)| {
-                shards.iter().any(|s| !s.is_empty() && !s.iter().any(&up))
-            });
-            if view.iter().filter(|o| up(o)).count() * 2 <= view.len() || shard_lost {
-                // The faults exceeded what the newest view tolerates (a crash raced a view
-                // change that still counted the victim, so the view lost its majority or
-                // every replica of a shard): no progress is possible by design.
-                // Counted apart, not as a pass; safety was still checked all along.
-                self.quorum_lost = true;
-                return;
+            .max()
+        {
+            if let Some((view, shards)) = self.checker.view(e) {
+                // A shard none of whose up members holds its state (e.g. a joiner whose
+                // source crashed before sending it) has lost that state.
+                let shard_lost = shards
+                    .iter()
+                    .any(|s| !s.is_empty() && !s.iter().any(|m| up(m) && self.ready(m)));
+                let majority_lost = view.iter().filter(|o| up(o)).count() * 2 <= view.len();
+                if majority_lost || shard_lost {
+                    if self.cfg.durable {
+                        self.checker.liveness(format!(
+                            "newest view {e} has no up majority or lost a shard after every crashed node restarted from disk"
+                        ));
+                    } else {
+                        self.quorum_lost = true;
+                    }
+                    return;
+                }
             }
         }
-        // A joiner whose contacts are all gone cannot be heard (a deployment would hand it
-        // fresh contacts); only joiners with a live contact must have been admitted.
         let joining = self
             .nodes
             .iter()
             .filter(|(_, n)| n.alive && !n.done)
-            .filter(|(_, n)| match n.core.status() {
-                Status::Joining(contacts) => contacts
-                    .iter()
-                    .any(|c| self.nodes.get(c).is_some_and(|x| x.alive && !x.done)),
-                _ => false,
-            })
+            .filter(|(_, n)| matches!(n.core.status(), Status::Joining(_)))
             .count();
         if joining > 0 {
             self.checker.liveness(format!(
@@ -1191,6 +1281,9 @@ pub fn run(seed: u64, opts: &SimOptions) -> RunReport {
         disk_restarts: 0,
         restart_sources: 0,
         rejoins: 0,
+        heal_restarts: 0,
+        orphans_rejoined: 0,
+        joiners_recontacted: 0,
     };
     let ids: Vec<NodeId> = (1..=opts.nodes as u64).map(NodeId).collect();
     w.next_id = opts.nodes as u64 + 1;
@@ -1253,6 +1346,7 @@ pub fn run(seed: u64, opts: &SimOptions) -> RunReport {
             w.run_until(t);
             w.cut_read();
         }
+        w.operator();
         w.workload = false;
         let t = w.now + 2_500_000;
         w.run_until(t);
@@ -1276,5 +1370,8 @@ pub fn run(seed: u64, opts: &SimOptions) -> RunReport {
         restart_sources: w.restart_sources,
         rejoins: w.rejoins,
         cuts: w.checker.cuts,
+        heal_restarts: w.heal_restarts,
+        orphans_rejoined: w.orphans_rejoined,
+        joiners_recontacted: w.joiners_recontacted,
     }
 }
