@@ -229,6 +229,10 @@ impl<T: Transport, A: Application> Driver<T, A> {
     /// Feeds one transport event to the node (call [`Driver::flush`] after a batch).
     pub fn handle(&mut self, ev: TransportEvent) {
         let now = self.clock.now_us();
+        self.handle_at(now, ev);
+    }
+
+    fn handle_at(&mut self, now: u64, ev: TransportEvent) {
         self.stats.events += 1;
         match ev {
             TransportEvent::Message { from, msg } => self.node.handle_message(now, from, msg),
@@ -239,14 +243,14 @@ impl<T: Transport, A: Application> Driver<T, A> {
         }
         // Deliveries must reach the application in order with everything else; draining
         // the node's queue here keeps it short without sending anything yet.
-        self.drain_actions();
+        self.drain_actions_at(now);
     }
 
     /// Offers an application message (call [`Driver::flush`] after a batch of sends).
     pub fn send(&mut self, payload: Bytes) -> Result<MsgId, Error> {
         let now = self.clock.now_us();
         let r = self.node.send(now, payload);
-        self.drain_actions();
+        self.drain_actions_at(now);
         r
     }
 
@@ -258,7 +262,7 @@ impl<T: Transport, A: Application> Driver<T, A> {
     ) -> Result<Vec<MsgId>, Error> {
         let now = self.clock.now_us();
         let r = self.node.send_batch(now, payloads);
-        self.drain_actions();
+        self.drain_actions_at(now);
         r
     }
 
@@ -267,7 +271,7 @@ impl<T: Transport, A: Application> Driver<T, A> {
         let now = self.clock.now_us();
         if now >= self.node.next_timeout() {
             self.node.tick(now);
-            self.drain_actions();
+            self.drain_actions_at(now);
         }
     }
 
@@ -280,12 +284,14 @@ impl<T: Transport, A: Application> Driver<T, A> {
     /// Takes every event the transport has ready (up to [`EVENTS_PER_BATCH_MAX`]) and feeds
     /// them to the node. Returns how many were taken.
     pub fn pump(&mut self) -> usize {
+        // One clock read for the batch: these events were all ready at the same moment.
+        let now = self.clock.now_us();
         let mut n = 0;
         while n < EVENTS_PER_BATCH_MAX {
             let Some(ev) = self.transport.try_recv() else {
                 break;
             };
-            self.handle(ev);
+            self.handle_at(now, ev);
             n += 1;
         }
         n
@@ -326,8 +332,14 @@ impl<T: Transport, A: Application> Driver<T, A> {
     }
 
     fn drain_actions(&mut self) {
-        // One clock read per drain: deliveries of one batch share their delivery time.
-        let deliver_now = self.clock.now_us();
+        let now = self.clock.now_us();
+        self.drain_actions_at(now);
+    }
+
+    /// Carries out the node's actions; `now` (read once by the caller) is the delivery time
+    /// and the time of the confirmations fed back.
+    fn drain_actions_at(&mut self, now: u64) {
+        let deliver_now = now;
         while let Some(a) = self.node.poll_action() {
             match a {
                 Action::Send { to, msg } => self.gather(to, msg),
@@ -337,16 +349,13 @@ impl<T: Transport, A: Application> Driver<T, A> {
                 }
                 Action::Persist { shard, upto } => {
                     self.persist.flushed.insert(shard, upto);
-                    let now = self.clock.now_us();
                     self.node.persisted(now, shard, upto);
                 }
                 Action::PersistControl { token, record } => {
                     self.persist.record(record);
-                    let now = self.clock.now_us();
                     self.node.control_persisted(now, token);
                 }
                 Action::InstallView(v) => {
-                    let now = self.clock.now_us();
                     self.app.view_installed(now, &v);
                 }
                 Action::CaptureSnapshot {
@@ -355,7 +364,6 @@ impl<T: Transport, A: Application> Driver<T, A> {
                     version,
                 } => {
                     let data = self.app.capture_snapshot(shard, version);
-                    let now = self.clock.now_us();
                     self.node.snapshot_ready(now, epoch, shard, data);
                 }
                 Action::InstallSnapshot {
@@ -365,7 +373,6 @@ impl<T: Transport, A: Application> Driver<T, A> {
                 } => {
                     self.app.install_snapshot(shard, version, &data);
                     self.persist.flushed.insert(shard, version);
-                    let now = self.clock.now_us();
                     self.node.persisted(now, shard, version);
                 }
                 Action::PersistenceFrontier { .. } | Action::StabilityFrontier { .. } => {}
