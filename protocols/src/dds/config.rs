@@ -149,6 +149,12 @@ pub struct DdsTopicConfig {
     /// Publish the store's view of the topic on this DDS topic instead of the recorded one
     /// (for EXCLUSIVE topics: see docs/DDS.md, "EXCLUSIVE readers").
     pub publish_topic: Option<String>,
+    /// Bridge the topic to this Kafka topic (created with `kafka_partitions` if missing): every
+    /// version of the pool becomes a record keyed by the instance key, and records produced
+    /// to it are stored as samples (see docs/DDS.md, "Kafka").
+    pub kafka_topic: Option<String>,
+    /// Partitions of `kafka_topic` when the face creates it.
+    pub kafka_partitions: u32,
 }
 
 impl Default for DdsTopicConfig {
@@ -167,6 +173,8 @@ impl Default for DdsTopicConfig {
             editor_strength: 0,
             editor_lease_ms: 10_000,
             publish_topic: None,
+            kafka_topic: None,
+            kafka_partitions: 1,
         }
     }
 }
@@ -203,6 +211,20 @@ impl DdsTopicConfig {
         }
         if self.mode == Some(Mode::Stateless) && self.durability != Durability::Volatile {
             return bad("mode stateless keeps nothing: durability must be volatile".into());
+        }
+        if let Some(k) = &self.kafka_topic {
+            let ok = !k.is_empty()
+                && k.len() <= 249
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok || *k == self.pool {
+                return bad(format!(
+                    "kafka_topic {k:?} must be a valid Kafka topic name other than the pool"
+                ));
+            }
+        }
+        if self.kafka_partitions == 0 || self.kafka_partitions > 10_000 {
+            return bad("kafka_partitions must be 1..=10000".into());
         }
         if let Some(p) = &self.publish_topic {
             if p.is_empty() || p.len() > 256 {

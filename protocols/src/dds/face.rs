@@ -76,6 +76,17 @@ struct TopicState {
     /// Instances whose DDS writer is gone and whose value only the store still holds: served
     /// to each newly matched reader alone (see [`serve_late_joiner`]).
     orphans: BTreeSet<String>,
+    /// Versions stored from the Kafka topic that the watch has not handed back yet (they are
+    /// not produced back to Kafka).
+    kafka_own: BTreeMap<String, BTreeSet<u64>>,
+}
+
+/// The Kafka topic a DDS topic is bridged to.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+struct KafkaSide {
+    topic: String,
+    partitions: u32,
 }
 
 struct TopicRt {
@@ -83,6 +94,7 @@ struct TopicRt {
     ty: Arc<TypeDesc>,
     writer: Writer,
     state: Mutex<TopicState>,
+    kafka: Option<KafkaSide>,
 }
 
 struct Shared<N> {
@@ -270,11 +282,16 @@ impl DdsFace {
             let writer = publisher
                 .create_datawriter::<RawSample, RawAdapter>(&out_topic, Some(wq))
                 .map_err(|e| DdsError::Dds(format!("writer {}: {e:?}", cfg.name)))?;
+            let kafka = match &cfg.kafka_topic {
+                Some(t) => Some(ensure_kafka_topic(&*node, cfg, t).await?),
+                None => None,
+            };
             let rt = Arc::new(TopicRt {
                 cfg: cfg.clone(),
                 ty: Arc::new(cfg.type_desc()),
                 writer,
                 state: Mutex::new(TopicState::default()),
+                kafka,
             });
             readers.push((Arc::clone(&rt), reader));
             topics.insert(cfg.name.clone(), rt);
@@ -308,6 +325,17 @@ impl DdsFace {
                 Selector::Prefix(String::new()),
                 WatchFrom::Now,
             )?;
+            if let Some(k) = &rt.kafka {
+                let kwatch = shared.node.watch(
+                    &k.topic,
+                    Selector::Prefix(format!("{}/", k.topic)),
+                    WatchFrom::Now,
+                )?;
+                let (s, r) = (Arc::clone(&shared), Arc::clone(&rt));
+                tasks.push(tokio::spawn(async move {
+                    kafka_ingress_task(s, r, kwatch).await
+                }));
+            }
             let (s, r) = (Arc::clone(&shared), rt);
             tasks.push(tokio::spawn(async move { egress_task(s, r, watch).await }));
         }
@@ -954,6 +982,18 @@ async fn egress_task<N: Node, W: WatchStream>(
         if st.own.get(&entry.key).is_some_and(BTreeSet::is_empty) {
             st.own.remove(&entry.key);
         }
+        let from_kafka = st
+            .kafka_own
+            .get_mut(&entry.key)
+            .is_some_and(|s| s.remove(&entry.version.key_version));
+        if st.kafka_own.get(&entry.key).is_some_and(BTreeSet::is_empty) {
+            st.kafka_own.remove(&entry.key);
+        }
+        if let Some(k) = &rt.kafka {
+            if !from_kafka {
+                to_kafka(&shared, k, &entry).await;
+            }
+        }
         if from_dds && rt.cfg.bridges_same_topic() {
             bump(&shared.stats.loops_suppressed);
             continue;
@@ -962,6 +1002,231 @@ async fn egress_task<N: Node, W: WatchStream>(
         // were ordered (a non-owner's edit was refused there), so whatever arrives is published.
         publish(&shared, &rt, &mut st, &entry).await;
     }
+}
+
+/// Creates the Kafka topic a DDS topic is bridged to when it does not exist (as the Kafka
+/// face's CreateTopics would: its pool plus its record in the internal topics pool) and
+/// returns its partition count.
+#[cfg(feature = "kafka")]
+async fn ensure_kafka_topic<N: Node>(
+    node: &N,
+    cfg: &DdsTopicConfig,
+    topic: &str,
+) -> Result<KafkaSide, DdsError> {
+    use crate::kafka::topics::{TopicMeta, TOPICS_POOL};
+    let internal = squall_storage::PoolConfig {
+        name: TOPICS_POOL.to_string(),
+        mode: squall_storage::Mode::Latest,
+        durable: true,
+        retention_ms: None,
+        ..squall_storage::PoolConfig::default()
+    };
+    match node.create_pool(internal).await {
+        Ok(()) | Err(NodeError::PoolExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if let Ok(e) = node.get(TOPICS_POOL, topic) {
+        if let Some(meta) = TopicMeta::from_bytes(&e.value) {
+            if node.pool(topic).is_some() {
+                return Ok(KafkaSide {
+                    topic: topic.to_string(),
+                    partitions: meta.partitions.max(1),
+                });
+            }
+        }
+    }
+    let mut meta = TopicMeta {
+        partitions: cfg.kafka_partitions,
+        ..TopicMeta::default()
+    };
+    meta.configs.insert(
+        "squall.durable".into(),
+        cfg.pool_config().durable.to_string(),
+    );
+    match node.create_pool(meta.pool_config(topic)).await {
+        Ok(()) | Err(NodeError::PoolExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    node.put(PutRequest::new(TOPICS_POOL, topic, meta.to_bytes()))
+        .await?;
+    info!(
+        "dds: created Kafka topic {topic} ({} partitions) for {}",
+        meta.partitions, cfg.name
+    );
+    Ok(KafkaSide {
+        topic: topic.to_string(),
+        partitions: meta.partitions,
+    })
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn ensure_kafka_topic<N: Node>(
+    _node: &N,
+    cfg: &DdsTopicConfig,
+    _topic: &str,
+) -> Result<KafkaSide, DdsError> {
+    Err(DdsError::Config(format!(
+        "topic {:?}: kafka_topic needs the kafka feature",
+        cfg.name
+    )))
+}
+
+/// Produces one version of the DDS pool as a record of the bridged Kafka topic.
+#[cfg(feature = "kafka")]
+async fn to_kafka<N: Node>(shared: &Shared<N>, k: &KafkaSide, e: &Entry) {
+    use super::kafka_bridge::{encode_record, partition_for};
+    let t_us = e
+        .version
+        .sensor_time_us
+        .unwrap_or(e.version.time.physical_us);
+    let value = (!e.tombstone).then(|| e.value.clone());
+    let batch = match encode_record(&e.key, value, (t_us / 1000) as i64) {
+        Ok(b) => b,
+        Err(err) => {
+            bump(&shared.stats.node_errors);
+            warn!("dds: kafka record for {}: {err}", e.key);
+            return;
+        }
+    };
+    let p = partition_for(e.key.as_bytes(), k.partitions);
+    let mut req = PutRequest::new(
+        k.topic.clone(),
+        crate::kafka::topics::partition_key(&k.topic, p),
+        batch,
+    );
+    req.sensor_time_us = e.version.sensor_time_us;
+    match shared.node.put(req).await {
+        Ok(_) => bump(&shared.stats.kafka_records_out),
+        Err(err) => {
+            bump(&shared.stats.node_errors);
+            warn!("dds: produce {} to Kafka topic {}: {err}", e.key, k.topic);
+        }
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn to_kafka<N: Node>(_shared: &Shared<N>, _k: &KafkaSide, _e: &Entry) {}
+
+/// Follows the bridged Kafka topic and stores each record not produced by the bridge as a
+/// sample (or, for a tombstone, a dispose) of the instance its key names.
+#[cfg(feature = "kafka")]
+async fn kafka_ingress_task<N: Node, W: WatchStream>(
+    shared: Arc<Shared<N>>,
+    rt: Arc<TopicRt>,
+    mut watch: W,
+) {
+    use super::kafka_bridge::decode_records;
+    while let Some(ev) = watch.next().await {
+        let entry = match ev {
+            WatchEvent::Update(e) => e,
+            WatchEvent::Lagged(n) => {
+                warn!(
+                    "dds: kafka bridge of {} lagged, {n} batch(es) lost",
+                    rt.cfg.name
+                );
+                continue;
+            }
+        };
+        if entry.tombstone {
+            continue;
+        }
+        let records = match decode_records(&entry.value) {
+            Ok(r) => r,
+            Err(err) => {
+                bump(&shared.stats.kafka_records_bad);
+                warn!("dds: kafka bridge of {}: {err}", rt.cfg.name);
+                continue;
+            }
+        };
+        for r in records {
+            if r.from_dds {
+                continue;
+            }
+            match kafka_record_to_put(&rt, r) {
+                Ok(req) => {
+                    let key = req.key.clone();
+                    let mut st = rt.state.lock().await;
+                    match shared.node.put(req).await {
+                        Ok(v) => {
+                            bump(&shared.stats.kafka_records_in);
+                            st.kafka_own.entry(key).or_default().insert(v.key_version);
+                        }
+                        Err(NodeError::NotOwner(n)) => {
+                            bump(&shared.stats.ownership_rejected);
+                            info!("dds: Kafka record for {}/{key} refused: {n}", rt.cfg.pool);
+                        }
+                        Err(err) => {
+                            bump(&shared.stats.node_errors);
+                            warn!("dds: Kafka record for {}/{key}: {err}", rt.cfg.pool);
+                        }
+                    }
+                }
+                Err(err) => {
+                    bump(&shared.stats.kafka_records_bad);
+                    warn!("dds: Kafka record on {} not bridged: {err}", rt.cfg.name);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka_ingress_task<N: Node, W: WatchStream>(
+    _shared: Arc<Shared<N>>,
+    _rt: Arc<TopicRt>,
+    _watch: W,
+) {
+}
+
+/// The put for one Kafka record: its key names the instance; its value is the CDR sample (with
+/// its header) or a JSON object of the type, and must be of that instance; `null` disposes.
+#[cfg(feature = "kafka")]
+fn kafka_record_to_put(
+    rt: &TopicRt,
+    r: super::kafka_bridge::BridgeRecord,
+) -> Result<PutRequest, String> {
+    let key = r
+        .key
+        .as_deref()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .filter(|k| !k.is_empty() && k.len() <= KEY_BYTES_MAX)
+        .ok_or("the record needs a UTF-8 key: the instance key")?
+        .to_owned();
+    let sensor_time_us = u64::try_from(r.timestamp_ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(|ms| ms.saturating_mul(1000));
+    let mut req = match r.value {
+        None => {
+            let mut req = PutRequest::new(rt.cfg.pool.clone(), key, Bytes::new());
+            req.tombstone = true;
+            req
+        }
+        Some(v) => {
+            let sample = if v.first() == Some(&b'{') {
+                let j: serde_json::Value = serde_json::from_slice(&v)
+                    .map_err(|e| format!("value is not JSON nor CDR: {e}"))?;
+                Bytes::from(rt.ty.from_json(&j).map_err(|e| e.to_string())?)
+            } else {
+                v
+            };
+            let (_, values) = rt
+                .ty
+                .to_xcdr1_le_body(&sample)
+                .map_err(|e| format!("value is not a sample of the type: {e}"))?;
+            let k = InstanceKey::from_values(&rt.ty, &rt.ty.key_values(&values))
+                .map_err(|e| e.to_string())?;
+            if k.text != key {
+                return Err(format!(
+                    "record key {key:?} differs from the sample's instance key {:?}",
+                    k.text
+                ));
+            }
+            PutRequest::new(rt.cfg.pool.clone(), key, sample)
+        }
+    };
+    req.sensor_time_us = sensor_time_us;
+    Ok(req)
 }
 
 /// Publishes what the store holds when the face starts, so late joiners are served even

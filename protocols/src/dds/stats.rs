@@ -45,6 +45,13 @@ counters! {
     node_errors,
     /// Failed DDS writes.
     write_errors,
+    /// Kafka records bridged into the topic's pool (`kafka_topic`).
+    kafka_records_in,
+    /// Versions of the topic's pool produced as Kafka records (`kafka_topic`).
+    kafka_records_out,
+    /// Kafka records not bridged: no or a non-UTF-8 key, a value that is not a sample of the
+    /// type (CDR or JSON), or a key that differs from the sample's instance key.
+    kafka_records_bad,
 }
 
 /// Adds one to a counter.
