@@ -440,6 +440,7 @@ async fn run_ordered(
     let stop_at = Instant::now() + Duration::from_millis(o.warmup_ms + o.measure_ms);
     let report_at = stop_at + Duration::from_millis(o.drain_ms);
     let mut reported = false;
+    let mut cmds_open = true;
     let mut window_may_have_room = true;
     // The node is ticked when due (`tick_if_due`); this timer only makes sure the loop looks
     // at least twice per heartbeat (one persistent timer instead of a new sleep per turn).
@@ -456,11 +457,16 @@ async fn run_ordered(
             }
             _ = heartbeat.tick() => window_may_have_room = true,
             _ = pace.tick(), if sending => {}
-            c = cmds.recv() => {
+            c = cmds.recv(), if cmds_open => {
                 let c = c.unwrap_or_else(|| "eof".into());
-                if c == "eof" && measuring {
-                    // keep running: the bench may close stdin
-                } else if !command(&c, &mut sending, &mut pacer, || d.app.status()) || c == "eof" {
+                if c == "eof" {
+                    // Stdin is closed: stop listening to it (a closed channel is always
+                    // ready, so polling it again would spin). A measured run keeps going.
+                    cmds_open = false;
+                    if !measuring {
+                        break;
+                    }
+                } else if !command(&c, &mut sending, &mut pacer, || d.app.status()) {
                     break;
                 }
             }
@@ -543,6 +549,7 @@ async fn run_raw(
     let report_at = stop_at + Duration::from_millis(o.drain_ms);
     let mut reported = false;
     let mut scratch = BytesMut::new();
+    let mut cmds_open = true;
     // Raw deliveries are numbered per sender in arrival order (no agreed order exists).
     let mut recv_count: BTreeMap<NodeId, u64> = BTreeMap::new();
     loop {
@@ -568,10 +575,14 @@ async fn run_raw(
             }
             _ = pace.tick(), if sending => {}
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-            c = cmds.recv() => {
+            c = cmds.recv(), if cmds_open => {
                 let c = c.unwrap_or_else(|| "eof".into());
-                if c == "eof" && measuring {
-                } else if !command(&c, &mut sending, &mut pacer, || app.status()) || c == "eof" {
+                if c == "eof" {
+                    cmds_open = false;
+                    if !measuring {
+                        break;
+                    }
+                } else if !command(&c, &mut sending, &mut pacer, || app.status()) {
                     break;
                 }
             }
