@@ -56,9 +56,12 @@ pub struct PlantedBugs {
 pub struct Recovered {
     /// Every control record the node wrote (`Action::PersistControl`), in write order.
     pub records: Vec<ControlRecord>,
-    /// The delivered log on disk: its shard, the last flushed version and that version's
-    /// timestamp (`None`: no log). Everything up to the version must be in the state the
-    /// driver restores for the application.
+    /// The shard state on disk: its shard, the last flushed version and that version's
+    /// timestamp. `None` when the node never held a shard's state durably. A founding member
+    /// of a shard (bootstrap view, or a new shard started empty) holds its empty state from
+    /// the install on: `Some((shard, Version::default(), Hlc::default()))`; a member new to a
+    /// shard holds it once its snapshot is flushed. Everything up to the version must be in
+    /// the state the driver restores for the application.
     pub log: Option<(ShardId, Version, Hlc)>,
     /// How many times this node id started before (a durable counter the driver keeps):
     /// message ids and row sequence numbers of this run start at `boot << 40`, above every
@@ -193,6 +196,10 @@ pub struct Node {
     /// `restarting` and its durable log end (`persisted`) until a restart view names a
     /// source for its shard.
     restarting: bool,
+    /// While restarting: the durable log is a valid state of our shard (a restarted member
+    /// without one, e.g. a joiner that crashed before its snapshot was on disk, survives to
+    /// be repaired but can never be a shard's source).
+    restart_claim: bool,
     bugs: PlantedBugs,
 }
 
@@ -312,6 +319,7 @@ impl Node {
         let my_shard = view.shards.iter().position(|m| m.contains(&id));
         if let Some((s, v, ts)) = rec.log {
             if my_shard == Some(s as usize) {
+                node.restart_claim = true;
                 node.last_version = v;
                 node.last_ts = ts;
                 node.persisted = v;
@@ -372,6 +380,7 @@ impl Node {
             leaving_reported: false,
             joiners: BTreeSet::new(),
             restarting: false,
+            restart_claim: false,
             bugs: PlantedBugs::default(),
         }
     }
@@ -1231,10 +1240,15 @@ impl Node {
                 .copied()
                 .filter(|m| survivors.contains(m) && !restarting(m))
                 .collect();
+            // Restarted members whose durable log is a valid state of the shard.
             let restarted: Vec<NodeId> = old
                 .iter()
                 .copied()
-                .filter(|m| survivors.contains(m) && restarting(m))
+                .filter(|m| {
+                    survivors.contains(m)
+                        && restarting(m)
+                        && p.promises.get(m).is_some_and(|r| r.state_ready)
+                })
                 .collect();
             if !in_memory.is_empty() {
                 // The normal ragged trim, over the members that kept the epoch in memory.
@@ -1931,7 +1945,8 @@ impl Node {
             delivered: self.ep.delivered,
             persisted: self.persisted,
             frontier: self.local_frontier(),
-            state_ready: self.ep.state_ready,
+            // A restarting member reports whether its durable log is its shard's state.
+            state_ready: self.ep.state_ready || (self.restarting && self.restart_claim),
             leaving: self.leaving_now(),
             wedged: self.ep.wedged,
             restarting: self.restarting,
@@ -2024,7 +2039,7 @@ impl Node {
     #[doc(hidden)]
     pub fn debug_summary(&self) -> String {
         format!(
-            "{} {:?} e={} shard={:?} wedged={} ready={} susp={:?} joiners={:?} promised={:?} accepted={:?} proposer={:?} decided={} inflight={:?}/{:?} leave={} rows={:?}",
+            "{} {:?} e={} shard={:?} wedged={} ready={} susp={:?} joiners={:?} promised={:?} accepted={:?} proposer={:?} decided={} inflight={:?}/{:?} leave={} restarting={} claim={} fresh={:?} rows={:?}",
             self.id,
             self.status,
             self.view.epoch,
@@ -2040,6 +2055,9 @@ impl Node {
             self.ep.accept_inflight.as_ref().map(|a| a.1),
             self.ep.decision_inflight,
             self.leave_requested,
+            self.restarting,
+            self.restart_claim,
+            self.fresh_proposal().map(|p| (p.members.clone(), p.sources.clone())),
             self.ep.rows.iter().map(|(k, r)| (k.0, r.promised.round, r.promised.node, r.wedged, r.suspected.clone(), r.accepted.as_ref().map(|a| a.0))).collect::<Vec<_>>(),
         )
     }

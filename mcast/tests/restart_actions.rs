@@ -163,7 +163,8 @@ fn restart_reenters_the_last_view_wedged_with_log_end_and_promise() {
         vec![N1, N3]
     );
     let r = &sent[0].1;
-    assert!(r.restarting && r.wedged && !r.state_ready);
+    // state_ready of a restarting row: its durable log is a valid state of its shard.
+    assert!(r.restarting && r.wedged && r.state_ready);
     assert_eq!(r.persisted, Version { epoch: 1, seq: 4 });
     assert_eq!(r.promised, b);
     assert_eq!(r.proposing, Some((mine, None)));
@@ -209,12 +210,11 @@ fn restart_view_takes_the_most_advanced_log_as_the_source() {
     n1.control_persisted(1_200, 1);
     drain(&mut n1);
     // The other two restarted too (wedged, restarting, promising N1's ballot), N2 with the
-    // longest log.
+    // longest log (each log a valid state: state_ready).
     for (from, seq) in [(N2, 7), (N3, 5)] {
         let mut r = row(from, 2);
         r.restarting = true;
         r.wedged = true;
-        r.state_ready = false;
         r.persisted = v(seq);
         r.promised = b;
         n1.handle_message(1_300, from, Message::Row(Arc::new(r)));
@@ -266,4 +266,45 @@ fn join_from_a_newer_incarnation_suspects_the_old_one() {
     assert_eq!(r.joiners, vec![n3_again]);
     assert!(r.wedged);
     assert_eq!(r.proposing, Some((Ballot { round: 1, node: 1 }, None)));
+}
+
+#[test]
+fn restarted_member_without_a_durable_state_is_repaired_never_the_source() {
+    let all = [N1, N2, N3];
+    // N1 comes back with no shard state on disk (it never held one durably).
+    let rec = Recovered {
+        records: Vec::new(),
+        log: None,
+        boot: 1,
+    };
+    let mut n1 = Node::restart(N1, &all, durable(), &rec, 1_000).unwrap();
+    let acts = drain(&mut n1);
+    assert!(rows(&acts)
+        .iter()
+        .all(|(_, r)| r.restarting && !r.state_ready));
+    n1.control_persisted(1_100, 1);
+    drain(&mut n1);
+    let b = Ballot { round: 1, node: 1 };
+    // N2 restarted without a state either, N3 with a log: only N3 can be the source.
+    for (from, claim, seq) in [(N2, false, 0), (N3, true, 5)] {
+        let mut r = row(from, 2);
+        r.restarting = true;
+        r.wedged = true;
+        r.state_ready = claim;
+        r.persisted = Version { epoch: 1, seq };
+        r.promised = b;
+        n1.handle_message(1_200, from, Message::Row(Arc::new(r)));
+    }
+    let acts = drain(&mut n1);
+    let proposal = acts.iter().find_map(|a| match a {
+        Action::PersistControl {
+            record: ControlRecord::Accepted { proposal, .. },
+            ..
+        } => Some(proposal.clone()),
+        _ => None,
+    });
+    let p = proposal.expect("a restart value once a member with a durable state promised");
+    assert_eq!(p.sources, vec![Some(N3)]);
+    assert_eq!(p.members, all.to_vec());
+    assert!(p.restart);
 }

@@ -352,6 +352,21 @@ impl World {
                     );
                 }
                 Action::PersistControl { token, record } => {
+                    if std::env::var_os("SIM_DEBUG_CONTROL").is_some() {
+                        let what = match &record {
+                            ControlRecord::Promised { epoch, ballot } => {
+                                format!("promise e{epoch} {ballot:?}")
+                            }
+                            ControlRecord::Accepted { ballot, proposal } => format!(
+                                "accept e{} {ballot:?} {:?} restart={}",
+                                proposal.epoch, proposal.members, proposal.restart
+                            ),
+                            ControlRecord::Decided { proposal } => {
+                                format!("decided e{} {:?}", proposal.epoch, proposal.members)
+                            }
+                        };
+                        println!("  t={} {id} writes {what}", self.now);
+                    }
                     let t = self.now + self.rng.range(100, 3_000);
                     self.schedule(
                         t,
@@ -364,12 +379,34 @@ impl World {
                 }
                 Action::InstallView(info) => {
                     self.hash = mix(self.hash, info.epoch);
+                    if std::env::var_os("SIM_DEBUG").is_some() {
+                        println!(
+                            "  t={} {id} installs {} {:?} needs_state={} trim={:?} last={}",
+                            self.now,
+                            info.epoch,
+                            info.shards,
+                            info.needs_state,
+                            info.applied_trim,
+                            info.last_version
+                        );
+                    }
                     let accepted_by = self.accepts_for(&info);
                     let Some(n) = self.nodes.get_mut(&id) else {
                         return;
                     };
                     let old_shard = n.shard_at_epoch.get(&(info.epoch - 1)).copied().flatten();
                     n.shard_at_epoch.insert(info.epoch, info.my_shard);
+                    if self.cfg.durable && !info.needs_state && n.disk.is_none() {
+                        // A founding member of its shard holds the shard's (empty) state
+                        // from now on: the driver records it (see `Recovered::log`).
+                        if let Some(s) = info.my_shard {
+                            n.disk = Some(App {
+                                shard: Some(s),
+                                ..App::default()
+                            });
+                            n.disk_gen = n.gen;
+                        }
+                    }
                     let len = n.app.len;
                     let disk = n.control_disk.clone();
                     if info.my_shard.is_some() && !info.needs_state && n.app.shard.is_none() {
@@ -738,6 +775,15 @@ impl World {
         } else {
             None
         };
+        // In durable mode a crashed node comes back from its own disk (same id, same
+        // acceptor; `restart_from_disk` falls back to the next incarnation when its disk
+        // shows no view with it).
+        if let Some(old) = reuse {
+            if self.cfg.durable && self.nodes.get(&old).is_some_and(|n| !n.alive && !n.done) {
+                self.restart_from_disk(old);
+                return;
+            }
+        }
         let id = match reuse {
             Some(old) => {
                 self.rejoins += 1;
@@ -770,6 +816,9 @@ impl World {
             return;
         }
         self.shutdowns += 1;
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            println!("  t={} total shutdown of {down:?}", self.now);
+        }
         for id in &down {
             if let Some(n) = self.nodes.get_mut(id) {
                 n.alive = false;
@@ -826,8 +875,30 @@ impl World {
                 .and_then(|a| a.shard.map(|s| (s, a.last_version, a.last_ts))),
             boot: n.boot,
         };
+        if std::env::var_os("SIM_DEBUG").is_some() {
+            let last = rec.records.iter().rev().find_map(|r| match r {
+                ControlRecord::Decided { proposal } => Some(proposal.epoch + 1),
+                _ => None,
+            });
+            println!(
+                "  t={now} restart {id} view={last:?} log={:?} app_len={:?}",
+                rec.log,
+                n.disk.as_ref().map(|a| a.len)
+            );
+        }
         match Node::restart(id, &self.initial_ids, self.cfg.clone(), &rec, now) {
             Ok(mut core) => {
+                // Whatever the previous run had pending (disk writes, timers, inbound
+                // messages) died with it.
+                self.queue.retain(|_, ev| match ev {
+                    Ev::Msg { to, .. } => *to != id,
+                    Ev::Tick { node } | Ev::Control { node, .. } | Ev::Flush { node, .. } => {
+                        *node != id
+                    }
+                });
+                let Some(n) = self.nodes.get_mut(&id) else {
+                    return;
+                };
                 self.disk_restarts += 1;
                 let bugs = if id == self.first_node && self.opts.bugs != PlantedBugs::default() {
                     self.opts.bugs.clone()
