@@ -1,21 +1,33 @@
 //! Kafka producer benchmark over librdkafka, for any Kafka-compatible broker (Squall, Kafka,
-//! Redpanda, tansu, …), plus two same-run baselines.
+//! Redpanda, tansu, …), plus the raw baselines its results are compared with in the same run.
+//! `examples/kafka-bench/run.sh` runs the whole comparison of issue 4 and prints the table.
 //!
 //! ```text
-//! cargo run -p squall-examples --release --example kafka_bench -- --bootstrap 127.0.0.1:9092
-//!     [--records 200000] [--sizes 100,1024] [--partitions 3] [--linger-ms 5] [--e2e 2000]
-//!     [--topic-config squall.durable=false] [--raw-append DIR] [--raw-tcp]
+//! kafka_bench produce --bootstrap 127.0.0.1:9092 [--size 1024] [--records 200000]
+//!     [--partitions 3] [--linger-ms 5] [--rate RECORDS_PER_S] [--topic-config K=V]… [--label L]
+//! kafka_bench e2e --bootstrap 127.0.0.1:9092 [--records 2000] [--topic-config K=V]… [--label L]
+//! kafka_bench raw-append --dir DIR --total-bytes N [--chunk-bytes 1048576] [--label L]
+//! kafka_bench raw-tcp --total-bytes N [--chunk-bytes 65536] [--label L]
+//! kafka_bench --bootstrap 127.0.0.1:9092 [--sizes 100,1024] [--records 200000] …
+//!     (a suite: `produce` for each size, then `e2e`)
 //! ```
 //!
-//! For each record size: producer throughput (records/s, MB/s of payload) and ack latency
-//! p50/p99/p99.9 at acks=all, with a progress line once a second; then end-to-end latency
-//! (produce → a consumer polling the same partition, one record per ms). `--raw-append DIR` times
-//! the same payload bytes appended to a file with one fdatasync per MiB (the disk's synced
-//! sequential-append bandwidth); `--raw-tcp` streams the same bytes through a loopback TCP socket.
-//! Results print as Markdown table rows for docs/BENCHMARKS.md.
+//! * `produce`: one librdkafka producer at acks=all sends `--records` records of `--size` bytes
+//!   (4-byte keys) to a new topic, as fast as it accepts them or paced to `--rate`; reports
+//!   records/s and MB/s (payload, 1e6 bytes) from the first send to the last ack, and the ack
+//!   latency p50/p99/p99.9 (send call → delivery report, so librdkafka's linger and queueing are
+//!   in it, as a user sees it). A progress line goes to stderr every second.
+//! * `e2e`: a producer (linger 0, acks=all) sends one record per ms carrying its send time; a
+//!   consumer on the same partition reports send → receive latency.
+//! * `raw-append`: the disk baseline: `--total-bytes` appended to a fresh file in `--chunk-bytes`
+//!   writes, each followed by fdatasync (use the broker's bytes per group-commit fsync).
+//! * `raw-tcp`: the network baseline: the same bytes through one loopback TCP connection.
+//!
+//! Every mode prints one tab-separated line for scripts:
+//! `result <label> <records/s> <MB/s> <p50 ms> <p99 ms> <p99.9 ms>` (empty fields as `-`).
 
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,37 +41,53 @@ use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+/// Most records one run may hold latencies for (4 bytes each).
+const RECORDS_MAX: usize = 50_000_000;
+
+#[derive(Clone)]
 struct Args {
+    mode: String,
     bootstrap: String,
-    records: usize,
+    records: Option<usize>,
     sizes: Vec<usize>,
     partitions: i32,
     linger_ms: u32,
+    rate: Option<f64>,
     e2e: usize,
     topic_configs: Vec<(String, String)>,
-    raw_append: Option<String>,
-    raw_tcp: bool,
+    label: Option<String>,
+    dir: Option<String>,
+    total_bytes: usize,
+    chunk_bytes: Option<usize>,
 }
 
 fn args() -> anyhow::Result<Args> {
+    let mut it = std::env::args().skip(1).peekable();
+    let mode = match it.peek() {
+        Some(m) if !m.starts_with("--") => it.next().unwrap_or_default(),
+        _ => "suite".to_string(),
+    };
     let mut a = Args {
+        mode,
         bootstrap: "127.0.0.1:9092".into(),
-        records: 200_000,
+        records: None,
         sizes: vec![100, 1024],
         partitions: 3,
         linger_ms: 5,
+        rate: None,
         e2e: 2000,
         topic_configs: Vec::new(),
-        raw_append: None,
-        raw_tcp: false,
+        label: None,
+        dir: None,
+        total_bytes: 0,
+        chunk_bytes: None,
     };
-    let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--bootstrap" => a.bootstrap = val()?,
-            "--records" => a.records = val()?.parse()?,
-            "--sizes" => {
+            "--records" => a.records = Some(val()?.parse()?),
+            "--size" | "--sizes" => {
                 a.sizes = val()?
                     .split(',')
                     .map(str::parse)
@@ -67,25 +95,53 @@ fn args() -> anyhow::Result<Args> {
             }
             "--partitions" => a.partitions = val()?.parse()?,
             "--linger-ms" => a.linger_ms = val()?.parse()?,
+            "--rate" => a.rate = Some(val()?.parse()?),
             "--e2e" => a.e2e = val()?.parse()?,
             "--topic-config" => {
                 let v = val()?;
                 let (k, x) = v.split_once('=').context("--topic-config KEY=VALUE")?;
                 a.topic_configs.push((k.into(), x.into()));
             }
-            "--raw-append" => a.raw_append = Some(val()?),
-            "--raw-tcp" => a.raw_tcp = true,
+            "--label" => a.label = Some(val()?),
+            "--dir" => a.dir = Some(val()?),
+            "--total-bytes" => a.total_bytes = val()?.parse()?,
+            "--chunk-bytes" => a.chunk_bytes = Some(val()?.parse()?),
             other => bail!("unknown flag {other}"),
         }
+    }
+    if a.records.is_some_and(|r| r == 0 || r > RECORDS_MAX) {
+        bail!("--records must be in 1..={RECORDS_MAX}");
+    }
+    if a.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("--rate must be positive");
+    }
+    if a.sizes.is_empty() || a.sizes.contains(&0) {
+        bail!("--size must be positive");
     }
     Ok(a)
 }
 
+/// A `result` line: label, records/s, MB/s, then latency p50/p99/p99.9 in ms.
+fn result_line(label: &str, rps: Option<f64>, mbps: Option<f64>, lat: Option<[f64; 3]>) {
+    let f = |v: Option<f64>, prec: usize| v.map_or("-".to_string(), |x| format!("{x:.prec$}"));
+    let l = lat.map(|l| l.map(Some)).unwrap_or([None; 3]);
+    println!(
+        "result\t{label}\t{}\t{}\t{}\t{}\t{}",
+        f(rps, 0),
+        f(mbps, 1),
+        f(l[0], 2),
+        f(l[1], 2),
+        f(l[2], 2)
+    );
+}
+
 /// Collects ack latencies (µs) from librdkafka's delivery callbacks.
+#[derive(Default)]
 struct Acks {
     latencies_us: Mutex<Vec<u32>>,
     acked: AtomicU64,
     failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
 }
 
 struct Ctx(Arc<Acks>);
@@ -101,7 +157,10 @@ impl ProducerContext for Ctx {
                 }
                 self.0.acked.fetch_add(1, Ordering::Relaxed);
             }
-            Err(_) => {
+            Err((e, _)) => {
+                if let Ok(mut f) = self.0.first_error.lock() {
+                    f.get_or_insert_with(|| e.to_string());
+                }
                 self.0.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -139,25 +198,86 @@ async fn create_topic(
     Ok(())
 }
 
-async fn throughput(a: &Args, size: usize, run: &str) -> anyhow::Result<(f64, f64, [f64; 3])> {
+/// Prints sent/acked counts and rates to stderr once a second until `stop`.
+fn progress(
+    label: String,
+    t0: Instant,
+    sent: Arc<AtomicU64>,
+    acks: Arc<Acks>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last_acked = 0;
+        let mut last = t0;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() < Duration::from_secs(1) {
+                continue;
+            }
+            let acked = acks.acked.load(Ordering::Relaxed);
+            let now = Instant::now();
+            eprint!(
+                "\r  {label}: {:.0}s sent {} acked {} ({:.0}/s now, {:.0}/s avg)   ",
+                t0.elapsed().as_secs_f64(),
+                sent.load(Ordering::Relaxed),
+                acked,
+                (acked - last_acked) as f64 / (now - last).as_secs_f64(),
+                acked as f64 / t0.elapsed().as_secs_f64()
+            );
+            last_acked = acked;
+            last = now;
+        }
+        eprintln!();
+    })
+}
+
+/// One producer run: (records/s, MB/s, [p50, p99, p99.9] ack latency in ms).
+async fn produce(
+    a: &Args,
+    size: usize,
+    records: usize,
+    run: &str,
+) -> anyhow::Result<(f64, f64, [f64; 3])> {
     let topic = format!("bench-{size}-{run}");
     create_topic(&a.bootstrap, &topic, a.partitions, &a.topic_configs).await?;
     let acks = Arc::new(Acks {
-        latencies_us: Mutex::new(Vec::with_capacity(a.records)),
-        acked: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
+        latencies_us: Mutex::new(Vec::with_capacity(records)),
+        ..Acks::default()
     });
     let p: ThreadedProducer<Ctx> = ClientConfig::new()
         .set("bootstrap.servers", &a.bootstrap)
         .set("acks", "all")
         .set("linger.ms", a.linger_ms.to_string())
         .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "60000")
+        .set("message.timeout.ms", "120000")
         .create_with_context(Ctx(acks.clone()))?;
+    // Warm up the connection and the topic's metadata so the timed run starts on a ready client.
+    p.send(
+        BaseRecord::with_opaque_to(&topic, Box::new(Instant::now()))
+            .key(&b"warm"[..])
+            .payload(&b"up"[..]),
+    )
+    .map_err(|(e, _)| e)?;
+    p.flush(Duration::from_secs(30))?;
+    acks.acked.store(0, Ordering::Relaxed);
+    if let Ok(mut l) = acks.latencies_us.lock() {
+        l.clear();
+    }
+
     let payload = vec![b'x'; size];
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let label = a.label.clone().unwrap_or_else(|| format!("{size} B"));
     let t0 = Instant::now();
-    let mut last = t0;
-    for i in 0..a.records {
+    let shower = progress(label, t0, sent.clone(), acks.clone(), stop.clone());
+    for i in 0..records {
+        if let Some(rate) = a.rate {
+            let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
         let key = (i as u32).to_be_bytes();
         let mut rec = BaseRecord::with_opaque_to(&topic, Box::new(Instant::now()))
             .key(&key[..])
@@ -169,24 +289,23 @@ async fn throughput(a: &Args, size: usize, run: &str) -> anyhow::Result<(f64, f6
                     rec = r;
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                Err((e, _)) => bail!("send: {e}"),
+                Err((e, _)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    bail!("send: {e}")
+                }
             }
         }
-        if last.elapsed() >= Duration::from_secs(1) {
-            last = Instant::now();
-            eprint!(
-                "\r  {size} B: sent {i}, acked {} ({:.0}/s)   ",
-                acks.acked.load(Ordering::Relaxed),
-                acks.acked.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64()
-            );
-        }
+        sent.fetch_add(1, Ordering::Relaxed);
     }
-    p.flush(Duration::from_secs(120))?;
+    let flushed = p.flush(Duration::from_secs(300));
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!();
+    stop.store(true, Ordering::Relaxed);
+    let _ = shower.join();
+    flushed?;
     let failed = acks.failed.load(Ordering::Relaxed);
     if failed > 0 {
-        bail!("{failed} records failed");
+        let first = acks.first_error.lock().ok().and_then(|f| f.clone());
+        bail!("{failed} records failed (first: {first:?})");
     }
     let mut l = acks
         .latencies_us
@@ -202,7 +321,7 @@ async fn throughput(a: &Args, size: usize, run: &str) -> anyhow::Result<(f64, f6
     ))
 }
 
-async fn end_to_end(a: &Args, run: &str) -> anyhow::Result<[f64; 3]> {
+async fn end_to_end(a: &Args, n: usize, run: &str) -> anyhow::Result<[f64; 3]> {
     let topic = format!("bench-e2e-{run}");
     create_topic(&a.bootstrap, &topic, 1, &a.topic_configs).await?;
     let c: BaseConsumer = ClientConfig::new()
@@ -214,20 +333,15 @@ async fn end_to_end(a: &Args, run: &str) -> anyhow::Result<[f64; 3]> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
     c.assign(&tpl)?;
-    let acks = Arc::new(Acks {
-        latencies_us: Mutex::new(Vec::new()),
-        acked: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-    });
+    let acks = Arc::new(Acks::default());
     let p: ThreadedProducer<Ctx> = ClientConfig::new()
         .set("bootstrap.servers", &a.bootstrap)
         .set("acks", "all")
         .set("linger.ms", "0")
         .create_with_context(Ctx(acks))?;
     let t0 = Instant::now();
-    let n = a.e2e;
     let producer = std::thread::spawn(move || -> anyhow::Result<()> {
-        for _ in 0..n {
+        for i in 0..n {
             let ns = (t0.elapsed().as_nanos() as u64).to_be_bytes();
             let _ = p.send(
                 BaseRecord::<[u8], [u8], Box<Instant>>::with_opaque_to(
@@ -236,8 +350,12 @@ async fn end_to_end(a: &Args, run: &str) -> anyhow::Result<[f64; 3]> {
                 )
                 .payload(&ns[..]),
             );
+            if i % 1000 == 999 {
+                eprint!("\r  e2e: sent {}   ", i + 1);
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
+        eprintln!();
         p.flush(Duration::from_secs(30))?;
         Ok(())
     });
@@ -255,35 +373,61 @@ async fn end_to_end(a: &Args, run: &str) -> anyhow::Result<[f64; 3]> {
     producer
         .join()
         .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+    if lat.len() < n {
+        bail!(
+            "e2e: received {} of {n} records before the deadline",
+            lat.len()
+        );
+    }
     lat.sort_unstable();
     Ok([pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 0.999)])
 }
 
-/// Appends `total` bytes to a file in 1 MiB writes, each followed by fdatasync: MB/s.
-fn raw_append(dir: &str, total: usize) -> anyhow::Result<f64> {
+/// Appends `total` bytes to a fresh file in `chunk`-byte writes, each followed by fdatasync
+/// (a true append: the file grows, so each sync also commits the size). Returns (MB/s,
+/// [p50, p99, p99.9] of write+fdatasync in ms).
+fn raw_append(dir: &str, total: usize, chunk: usize) -> anyhow::Result<(f64, [f64; 3])> {
+    if chunk == 0 {
+        bail!("--chunk-bytes must be positive");
+    }
     let path = std::path::Path::new(dir).join(format!("raw-append-{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
-        .open(&path)?;
-    let chunk = vec![b'x'; 1 << 20];
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let buf = vec![b'x'; chunk];
+    let mut lat_us = Vec::with_capacity(total / chunk + 1);
     let t0 = Instant::now();
     let mut left = total;
-    while left > 0 {
-        let n = left.min(chunk.len());
-        f.write_all(&chunk[..n])?;
-        f.sync_data()?;
-        left -= n;
-    }
+    let res = (|| -> std::io::Result<()> {
+        while left > 0 {
+            let n = left.min(chunk);
+            let t = Instant::now();
+            f.write_all(&buf[..n])?;
+            f.sync_data()?;
+            lat_us.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+            left -= n;
+        }
+        Ok(())
+    })();
     let secs = t0.elapsed().as_secs_f64();
     drop(f);
     let _ = std::fs::remove_file(&path);
-    Ok(total as f64 / secs / 1e6)
+    res?;
+    lat_us.sort_unstable();
+    Ok((
+        total as f64 / secs / 1e6,
+        [pct(&lat_us, 0.5), pct(&lat_us, 0.99), pct(&lat_us, 0.999)],
+    ))
 }
 
-/// Streams `total` bytes through a loopback TCP connection in 64 KiB writes: MB/s.
-fn raw_tcp(total: usize) -> anyhow::Result<f64> {
+/// Streams `total` bytes through a loopback TCP connection in `chunk`-byte writes: MB/s.
+fn raw_tcp(total: usize, chunk: usize) -> anyhow::Result<f64> {
+    if chunk == 0 {
+        bail!("--chunk-bytes must be positive");
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
     let sink = std::thread::spawn(move || -> std::io::Result<usize> {
@@ -299,12 +443,12 @@ fn raw_tcp(total: usize) -> anyhow::Result<f64> {
         }
     });
     let mut s = std::net::TcpStream::connect(addr)?;
-    let chunk = vec![b'x'; 1 << 16];
+    let buf = vec![b'x'; chunk];
     let t0 = Instant::now();
     let mut left = total;
     while left > 0 {
-        let n = left.min(chunk.len());
-        s.write_all(&chunk[..n])?;
+        let n = left.min(chunk);
+        s.write_all(&buf[..n])?;
         left -= n;
     }
     drop(s);
@@ -326,37 +470,54 @@ async fn main() -> anyhow::Result<()> {
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
+            .as_millis()
     );
-    println!("bootstrap {} · {} records per size · {} partitions · linger.ms {} · acks=all · topic configs {:?}", a.bootstrap, a.records, a.partitions, a.linger_ms, a.topic_configs);
-    println!();
-    println!("| record | records/s | MB/s | ack p50 ms | ack p99 ms | ack p99.9 ms |");
-    println!("|---|---|---|---|---|---|");
-    for &size in &a.sizes {
-        let (rps, mbps, l) = throughput(&a, size, &run).await?;
-        println!(
-            "| {size} B | {rps:.0} | {mbps:.1} | {:.2} | {:.2} | {:.2} |",
-            l[0], l[1], l[2]
-        );
-        if let Some(dir) = &a.raw_append {
-            println!(
-                "| raw append+fdatasync per MiB, same {:.0} MB | | {:.1} | | | |",
-                (a.records * size) as f64 / 1e6,
-                raw_append(dir, a.records * size)?
+    match a.mode.as_str() {
+        "produce" => {
+            let size = a.sizes[0];
+            let (rps, mbps, l) = produce(&a, size, a.records.unwrap_or(200_000), &run).await?;
+            let label = a.label.clone().unwrap_or_else(|| format!("produce-{size}"));
+            result_line(&label, Some(rps), Some(mbps), Some(l));
+        }
+        "e2e" => {
+            let l = end_to_end(&a, a.records.unwrap_or(a.e2e), &run).await?;
+            result_line(a.label.as_deref().unwrap_or("e2e"), None, None, Some(l));
+        }
+        "raw-append" => {
+            let dir = a.dir.as_deref().context("raw-append needs --dir")?;
+            let chunk = a.chunk_bytes.unwrap_or(1 << 20);
+            let (mbps, l) = raw_append(dir, a.total_bytes, chunk)?;
+            let label = a
+                .label
+                .clone()
+                .unwrap_or_else(|| format!("raw-append-{chunk}"));
+            result_line(&label, None, Some(mbps), Some(l));
+        }
+        "raw-tcp" => {
+            let mbps = raw_tcp(a.total_bytes, a.chunk_bytes.unwrap_or(1 << 16))?;
+            result_line(
+                a.label.as_deref().unwrap_or("raw-tcp"),
+                None,
+                Some(mbps),
+                None,
             );
         }
-        if a.raw_tcp {
+        "suite" => {
+            let records = a.records.unwrap_or(200_000);
             println!(
-                "| raw loopback TCP, same {:.0} MB | | {:.1} | | | |",
-                (a.records * size) as f64 / 1e6,
-                raw_tcp(a.records * size)?
+                "bootstrap {} · {records} records per size · {} partitions · linger.ms {} · acks=all · topic configs {:?}",
+                a.bootstrap, a.partitions, a.linger_ms, a.topic_configs
             );
+            for &size in &a.sizes {
+                let (rps, mbps, l) = produce(&a, size, records, &run).await?;
+                result_line(&format!("produce-{size}"), Some(rps), Some(mbps), Some(l));
+            }
+            if a.e2e > 0 {
+                let l = end_to_end(&a, a.e2e, &run).await?;
+                result_line("e2e", None, None, Some(l));
+            }
         }
-    }
-    if a.e2e > 0 {
-        let l = end_to_end(&a, &run).await?;
-        println!();
-        println!("end-to-end (produce → consume, 1 record/ms, {} records): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms", a.e2e, l[0], l[1], l[2]);
+        other => bail!("unknown mode {other} (produce, e2e, raw-append, raw-tcp)"),
     }
     Ok(())
 }
