@@ -8,10 +8,10 @@
 //!   killed with SIGKILL; the survivors must install a view without it and agree on the
 //!   delivered sequence up to that view (digests over the same prefix: everything delivered
 //!   in the closed epoch, after the ragged trim); the killed member restarts with empty
-//!   state (its persistence was in memory) and rejoins under its old id (allowed once the
-//!   view removed it), receives the state by transfer, and must then have exactly the
-//!   digest of the others at the view it entered, and the same final digest once everyone
-//!   stops sending.
+//!   state (its persistence was in memory) and rejoins as the next incarnation of the same
+//!   node number (`3#1`, as the core prescribes for a process that lost its state),
+//!   receives the state by transfer, and must then have exactly the digest of the others at
+//!   the view it entered, and the same final digest once everyone stops sending.
 //!
 //! Each test is bounded in time and kills its processes on drop (also when it fails).
 
@@ -289,7 +289,7 @@ fn sigkill_then_rejoin_by_state_transfer() -> Result<()> {
     );
     let epoch_after_kill = views[0].num("epoch");
 
-    // Member 3 comes back with empty state, under its old id, as a joiner.
+    // Member 3 comes back with empty state as a joiner: same node number, next incarnation.
     let peers: Vec<(u64, SocketAddr)> = vec![(1, addrs[0]), (2, addrs[1])];
     let listen: SocketAddr = "127.0.0.1:0".parse()?;
     let rejoined = Member::start(
@@ -298,6 +298,8 @@ fn sigkill_then_rejoin_by_state_transfer() -> Result<()> {
         &peers,
         &[
             "--join",
+            "--incarnation",
+            "1",
             "--rate",
             "2000",
             "--size",
@@ -314,7 +316,7 @@ fn sigkill_then_rejoin_by_state_transfer() -> Result<()> {
     )?;
     let (_, st) = rejoined.wait_for(0, "STATE ", Duration::from_secs(15), |_| true)?;
     let (_, jv) = rejoined.wait_for(0, "VIEW ", Duration::from_secs(5), |f| {
-        f.get("members") == "1,2,3"
+        f.get("members") == "1,2,3#1"
     })?;
     let join_epoch = jv.num("epoch");
     assert!(join_epoch > epoch_after_kill);
@@ -323,7 +325,7 @@ fn sigkill_then_rejoin_by_state_transfer() -> Result<()> {
         let (_, v) = m.wait_for(0, "VIEW ", Duration::from_secs(10), |f| {
             f.num("epoch") == join_epoch
         })?;
-        assert_eq!(v.get("members"), "1,2,3");
+        assert_eq!(v.get("members"), "1,2,3#1");
         assert_eq!(
             (v.num("count"), v.get("digest")),
             (st.num("count"), st.get("digest")),

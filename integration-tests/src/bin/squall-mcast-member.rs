@@ -2,7 +2,7 @@
 //! `--mode raw`, the same process doing a raw unordered TCP fan-out, the benchmark baseline).
 //!
 //! ```text
-//! squall-mcast-member --id N [--listen ADDR] --peer ID=ADDR ... [--join]
+//! squall-mcast-member --id N [--incarnation I] [--listen ADDR] --peer ID=ADDR ... [--join]
 //!     [--mode ordered|raw] [--size BYTES] [--rate MSGS_PER_S] [--window W]
 //!     [--heartbeat-ms MS] [--suspect-ms MS] [--paused] [--status-ms MS]
 //!     [--warmup-ms MS --measure-ms MS [--drain-ms MS] [--linger-ms MS]]
@@ -15,6 +15,9 @@
 //!   delivery latency.
 //! * With `--measure-ms` the member sends for warm-up + measurement, stops, waits
 //!   `--drain-ms`, prints one `RESULT` line and exits after `--linger-ms`.
+//! * `--incarnation I` (default 0): a process that lost its state rejoins (with `--join`)
+//!   under the same node number and the next incarnation (`NodeId::new(N, I)`); ids print
+//!   as `N` or `N#I`.
 //! * Commands on stdin: `start`, `stop` (sending), `status`, `quit`.
 //!
 //! Lines on stdout (one event each, `key=value` fields):
@@ -93,6 +96,7 @@ fn parse() -> Result<Opts> {
         linger_ms: 1000,
     };
     let mut have_id = false;
+    let mut incarnation: u16 = 0;
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].clone();
@@ -114,6 +118,7 @@ fn parse() -> Result<Opts> {
                 o.peers.insert(NodeId(id.parse()?), addr.parse()?);
             }
             "--join" => o.join = true,
+            "--incarnation" => incarnation = val()?.parse()?,
             "--mode" => {
                 o.raw = match val()?.as_str() {
                     "ordered" => false,
@@ -139,6 +144,10 @@ fn parse() -> Result<Opts> {
     if !have_id {
         bail!("--id is required");
     }
+    if o.id >> NodeId::BASE_BITS != 0 {
+        bail!("--id must fit {} bits", NodeId::BASE_BITS);
+    }
+    o.id = NodeId::new(o.id, incarnation).0;
     if o.size < PAYLOAD_MIN {
         bail!("--size must be at least {PAYLOAD_MIN}");
     }
@@ -194,7 +203,7 @@ impl App {
     fn status(&self) -> String {
         format!(
             "id={} epoch={} members={} count={} digest={:016x} version={}",
-            self.me,
+            fmt_id(self.me),
             self.epoch,
             join_ids(&self.members),
             self.count,
@@ -228,7 +237,10 @@ impl Application for App {
         self.last_version = version;
         println!(
             "STATE id={} count={} digest={:016x} version={}",
-            self.me, self.count, self.digest, version
+            fmt_id(self.me),
+            self.count,
+            self.digest,
+            version
         );
     }
     fn view_installed(&mut self, _now_us: u64, v: &ViewInfo) {
@@ -237,7 +249,7 @@ impl Application for App {
         self.views += 1;
         println!(
             "VIEW id={} epoch={} members={} count={} digest={:016x} needs_state={}",
-            self.me,
+            fmt_id(self.me),
             v.epoch,
             join_ids(&v.members),
             self.count,
@@ -246,13 +258,23 @@ impl Application for App {
         );
     }
     fn removed(&mut self, left: bool) {
-        println!("REMOVED id={} left={left}", self.me);
+        println!("REMOVED id={} left={left}", fmt_id(self.me));
+    }
+}
+
+/// `3` for the first incarnation of node 3, `3#1` for its next one.
+fn fmt_id(id: u64) -> String {
+    let n = NodeId(id);
+    if n.incarnation() == 0 {
+        n.base().to_string()
+    } else {
+        format!("{}#{}", n.base(), n.incarnation())
     }
 }
 
 fn join_ids(ids: &[NodeId]) -> String {
     ids.iter()
-        .map(|i| i.0.to_string())
+        .map(|i| fmt_id(i.0))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -314,7 +336,7 @@ async fn run(o: Opts) -> Result<()> {
     let me = NodeId(o.id);
     let tcfg = TcpConfig::new(me, o.peers.clone());
     let mut transport = TcpTransport::bind(tcfg, o.listen).await?;
-    println!("LISTEN id={} addr={}", o.id, transport.local_addr());
+    println!("LISTEN id={} addr={}", fmt_id(o.id), transport.local_addr());
 
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<String>(16);
     // Commands from stdin, read on a plain thread (blocking reads).
@@ -397,7 +419,7 @@ fn result_line(o: &Opts, app: &mut App, sent: u64, extra: &str) {
     println!(
         "RESULT id={} mode={} size={} rate={} delivered={} secs={:.3} msgs_per_s={:.0} mb_per_s={:.2} \
          p50_us={} p99_us={} lat_samples={} sent={} count={} digest={:016x} {}",
-        o.id,
+        fmt_id(o.id),
         if o.raw { "raw" } else { "ordered" },
         o.size,
         o.rate,
@@ -422,7 +444,7 @@ async fn run_ordered(
 ) -> Result<()> {
     println!(
         "READY id={} mode=ordered joining={} epoch={}",
-        o.id,
+        fmt_id(o.id),
         o.join,
         d.node.epoch()
     );
@@ -534,7 +556,7 @@ async fn run_raw(
     members.push(me);
     members.sort();
     app.members = members;
-    println!("READY id={} mode=raw", o.id);
+    println!("READY id={} mode=raw", fmt_id(o.id));
     let mut sending = !o.paused;
     let mut pacer = Pacer {
         rate: o.rate,
