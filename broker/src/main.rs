@@ -127,6 +127,10 @@ enum Cmd {
         /// How long to wait for --to to become final, in ms.
         #[arg(long)]
         wait_ms: Option<u64>,
+        /// Also render each value as JSON (a `json` field), by the pool's described type (a
+        /// DDS topic's `fields`).
+        #[arg(long)]
+        json: bool,
     },
     /// Load generators.
     #[command(subcommand)]
@@ -354,6 +358,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             to,
             clock,
             wait_ms,
+            json,
         } => {
             let (from, to) = (parse_time(&from)?, parse_time(&to)?);
             let mut q = vec![
@@ -364,6 +369,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ];
             if let Some(w) = wait_ms {
                 q.push(("wait_ms", w.to_string()));
+            }
+            if json {
+                q.push(("format", "json".to_string()));
             }
             cli::replay(
                 &client,

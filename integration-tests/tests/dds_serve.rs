@@ -10,7 +10,12 @@
 //!   strength 20 owns a flight, an HTTP edit without a claim or with a weaker claim
 //!   (`Squall-Owner`, `Squall-Strength: 10`) gets 409 `not_owner`; a stronger claim (30) with
 //!   `If-Match` on the current version takes the flight over (the Cyclone writer's samples are
-//!   then refused by the store, counted), and a stale `If-Match` gets 412.
+//!   then refused by the store, counted), and a stale `If-Match` gets 412;
+//! * JSON for the configured type: a JSON PUT (`Content-Type: application/json`) is stored as
+//!   the type's CDR, which a Cyclone reader receives; GET `?format=json` / `Accept:
+//!   application/json`, watch `?format=json` and `squall replay --json` render values as JSON;
+//!   a value that does not decode gets 422 (GET) or `json_error` (replay), a JSON body that
+//!   does not fit the type 400, a pool without a type 400.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -434,5 +439,163 @@ fn serve_exclusive_ownership_refuses_weaker_http_editors_in_the_store() {
             let (_, _, b) = http.req("GET", path, b"");
             route_of(&b).starts_with("A-").then_some(())
         },
+    );
+}
+
+#[test]
+fn serve_json_rendering_and_json_puts_for_the_configured_type() {
+    let bin = bin_env();
+    if !in_netns_with(
+        "serve_json_rendering_and_json_puts_for_the_configured_type",
+        &[("SQUALL_BIN", &bin)],
+    ) {
+        return;
+    }
+    let ty = flight_topic("FlightPlan", "flightplans").type_desc();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, http) = start_squall(&dir);
+    let r = Peer::start("reader", &["sub", "--transient-local", "--seconds", "20"]);
+    r.wait_line(Duration::from_secs(10), |l| l == "ready");
+    std::thread::sleep(Duration::from_millis(1500));
+    let ctype = [("Content-Type", "application/json")];
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+
+    // JSON in: stored as the type's CDR (XCDR1 LE with its header) and published to DDS.
+    let plan = serde_json::json!({"flight_id": "AF447", "version": 1, "route": "GIG-CDG"});
+    let (s, _, b) = http.req_h(
+        "PUT",
+        "/v1/pools/flightplans/keys/AF447",
+        &ctype,
+        plan.to_string().as_bytes(),
+    );
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let (s, _, raw) = http.req("GET", "/v1/pools/flightplans/keys/AF447", b"");
+    assert_eq!(s, 200);
+    assert_eq!(&raw[..4], &[0x00, 0x01, 0x00, 0x00], "XCDR1 LE header");
+    assert_eq!(ty.to_json(&raw).unwrap(), plan);
+    poll(
+        Duration::from_secs(10),
+        "the JSON put at the Cyclone reader",
+        || {
+            r.samples()
+                .iter()
+                .any(|s| s["key"] == "AF447" && s["route"] == "GIG-CDG")
+                .then_some(())
+        },
+    );
+
+    // JSON out: by query parameter and by Accept header, with the version headers.
+    for (path, headers) in [
+        ("/v1/pools/flightplans/keys/AF447?format=json", vec![]),
+        (
+            "/v1/pools/flightplans/keys/AF447",
+            vec![("Accept", "application/json")],
+        ),
+        (
+            "/v1/pools/flightplans/keys/AF447?version=0&format=json",
+            vec![],
+        ),
+    ] {
+        let (s, h, b) = http.req_h("GET", path, &headers, b"");
+        assert_eq!(s, 200, "{path}");
+        assert_eq!(header(&h, "squall-version"), Some(0));
+        assert!(h
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("application/json")));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&b).unwrap(),
+            plan
+        );
+    }
+    // A JSON body that does not fit the type, an unknown format, a value that does not decode.
+    let bad = serde_json::json!({"flight_id": "AF447", "route": "no version"});
+    let (s, _, b) = http.req_h(
+        "PUT",
+        "/v1/pools/flightplans/keys/AF447",
+        &ctype,
+        bad.to_string().as_bytes(),
+    );
+    assert_eq!(s, 400, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(error_of(&b)["error"], "bad_value");
+    let (s, _, b) = http.req("GET", "/v1/pools/flightplans/keys/AF447?format=xml", b"");
+    assert_eq!(
+        (s, error_of(&b)["error"].clone()),
+        (400, "bad_query".into())
+    );
+    let (s, _, _) = http.req("PUT", "/v1/pools/flightplans/keys/JUNK", b"not cdr");
+    assert_eq!(s, 200, "HTTP stores raw bytes as they are");
+    let (s, _, b) = http.req("GET", "/v1/pools/flightplans/keys/JUNK?format=json", b"");
+    assert_eq!(s, 422, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(error_of(&b)["error"], "undecodable");
+    // A pool without a described type cannot render JSON.
+    let (s, _, _) = http.req_h(
+        "POST",
+        "/v1/pools",
+        &ctype,
+        br#"{"name":"plain","mode":"latest"}"#,
+    );
+    assert!(s == 200 || s == 201, "{s}");
+    let (s, _, _) = http.req("PUT", "/v1/pools/plain/keys/k", b"x");
+    assert_eq!(s, 200);
+    let (s, _, b) = http.req("GET", "/v1/pools/plain/keys/k?format=json", b"");
+    assert_eq!((s, error_of(&b)["error"].clone()), (400, "no_type".into()));
+
+    // Watch with format=json: each event carries the rendering next to the base64 value.
+    {
+        use std::io::BufRead;
+        let resp = http
+            .agent
+            .get(format!(
+                "{}/v1/pools/flightplans/watch?key=AF447&from_version=0&format=json",
+                http.base
+            ))
+            .call()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(resp.into_body().into_reader()).lines();
+        let data = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("data:").map(|d| d.trim().to_owned()))
+            .unwrap();
+        let ev: serde_json::Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(ev["json"], plan, "{ev}");
+        assert!(ev["value"].is_string(), "the raw value is still there");
+    }
+
+    // squall replay --json: the audit view with rendered values (and why one did not render).
+    let out = node
+        .cli(&[
+            "replay",
+            "flightplans",
+            "--prefix",
+            "",
+            "--from",
+            &t0.to_string(),
+            "--to",
+            "now",
+            "--json",
+            "--wait-ms",
+            "5000",
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let af = lines.iter().find(|l| l["key"] == "AF447").unwrap();
+    assert_eq!(af["json"], plan);
+    let junk = lines.iter().find(|l| l["key"] == "JUNK").unwrap();
+    assert!(
+        junk["json"].is_null() && junk["json_error"].is_string(),
+        "{junk}"
     );
 }

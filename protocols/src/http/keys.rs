@@ -15,8 +15,8 @@ use squall_storage::{Clock, Entry, Expect, Mode, PoolConfig};
 
 use super::wire::{BoundsReply, PutReply};
 use super::{
-    check_key, check_not_future, check_pool_name, check_prefix, rejection, wait_of, ApiError, St,
-    LIST_KEYS_MAX,
+    check_key, check_not_future, check_pool_name, check_prefix, json_codec, rejection, wait_of,
+    ApiError, St, ValueCodec, LIST_KEYS_MAX,
 };
 use crate::node::{Node, NodeError, PutRequest};
 
@@ -235,10 +235,28 @@ async fn write<N: Node>(
     let expect = claim_of(&st, &pool, &headers, expect_of(&headers)?)?;
     let sensor_time_us = sensor_time_of(&headers)?;
     let limit = cfg.value_bytes_max.min(st.cfg.value_bytes_max);
-    let (value, tombstone) = match body {
+    let (mut value, tombstone) = match body {
         Some(b) => (read_body(&headers, b, limit).await?, false),
         None => (bytes::Bytes::new(), true),
     };
+    // A JSON body on a pool with a described type is encoded to the type's CDR.
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if json_body && !tombstone {
+        if let Some(codec) = st.profiles.get(&pool).and_then(|p| p.codec.clone()) {
+            let j: serde_json::Value = serde_json::from_slice(&value).map_err(|e| {
+                ApiError::bad_request("bad_json", format!("the body is not JSON: {e}"))
+            })?;
+            value = codec.parse_json(&j).map(bytes::Bytes::from).map_err(|m| {
+                ApiError::bad_request(
+                    "bad_value",
+                    format!("the JSON body does not fit pool {pool:?}'s type: {m}"),
+                )
+            })?;
+        }
+    }
     let mut req = PutRequest::new(pool, key, value);
     req.expect = expect;
     req.sensor_time_us = sensor_time_us;
@@ -273,10 +291,12 @@ pub(crate) struct GetParams {
     at: Option<u64>,
     clock: Option<Clock>,
     wait_ms: Option<u64>,
+    format: Option<String>,
 }
 
-/// The value as the body, its version and times as headers.
-fn entry_response(e: &Entry) -> Response {
+/// The value as the body (raw, or rendered as JSON by `codec`), its version and times as
+/// headers.
+fn entry_response(e: &Entry, codec: Option<&dyn ValueCodec>) -> Response {
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, v: String| {
         if let Ok(v) = HeaderValue::from_str(&v) {
@@ -305,6 +325,25 @@ fn entry_response(e: &Entry) -> Response {
         r.headers_mut().extend(headers);
         return r;
     }
+    if let Some(c) = codec {
+        return match c.render_json(&e.value) {
+            Ok(j) => {
+                let mut r = Json(j).into_response();
+                r.headers_mut().extend(headers);
+                r
+            }
+            Err(m) => {
+                let mut r = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "undecodable",
+                    format!("version {} does not decode as the pool's type: {m}; read it with format=raw", e.version.key_version),
+                )
+                .into_response();
+                r.headers_mut().extend(headers);
+                r
+            }
+        };
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -316,10 +355,17 @@ pub(crate) async fn get<N: Node>(
     State(st): State<St<N>>,
     p: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<GetParams>, QueryRejection>,
+    req_headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (pool, key) = path2(p)?;
     let Query(q) = q.map_err(|r| rejection("bad_query", r))?;
     let cfg = pool_of(&st, &pool)?;
+    let accept_json = req_headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let codec = json_codec(&st, &pool, q.format.as_deref(), accept_json)?;
+    let codec = codec.as_deref();
     match (q.version, q.at) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "bad_query",
@@ -338,7 +384,7 @@ pub(crate) async fn get<N: Node>(
                     format!("pool {pool:?} is {:?}: only versioned pools keep old versions; read the latest instead", cfg.mode),
                 ));
             }
-            Ok(entry_response(&st.node.get_version(&pool, &key, v)?))
+            Ok(entry_response(&st.node.get_version(&pool, &key, v)?, codec))
         }
         (None, Some(at)) => {
             let clock = q.clock.unwrap_or_default();
@@ -350,7 +396,7 @@ pub(crate) async fn get<N: Node>(
             };
             check_not_future(at, lateness, wait)?;
             match st.node.get_at(&pool, &key, at, clock, wait).await? {
-                Some(e) => Ok(entry_response(&e)),
+                Some(e) => Ok(entry_response(&e, codec)),
                 None => Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "not_found",
@@ -365,7 +411,7 @@ pub(crate) async fn get<N: Node>(
                     "clock= and wait_ms= only go with at=",
                 ));
             }
-            Ok(entry_response(&st.node.get(&pool, &key)?))
+            Ok(entry_response(&st.node.get(&pool, &key)?, codec))
         }
     }
 }

@@ -150,6 +150,38 @@ impl std::fmt::Debug for PoolProfile {
     }
 }
 
+/// The `format=` query parameter: `raw` (default) or `json` (values rendered by the pool's
+/// type). `accept_json` is true when the request's `Accept` asks for JSON (plain GETs only).
+/// Returns the pool's codec when JSON is asked for; a pool without a described type is a 400.
+pub(crate) fn json_codec<N: Node>(
+    st: &St<N>,
+    pool: &str,
+    format: Option<&str>,
+    accept_json: bool,
+) -> Result<Option<Arc<dyn ValueCodec>>, ApiError> {
+    let json = match format {
+        None => accept_json,
+        Some("raw") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("format={other:?}: use format=raw or format=json"),
+            ))
+        }
+    };
+    if !json {
+        return Ok(None);
+    }
+    match st.profiles.get(pool).and_then(|p| p.codec.clone()) {
+        Some(c) => Ok(Some(c)),
+        None => Err(ApiError::bad_request(
+            "no_type",
+            format!("pool {pool:?} has no described type, so its values cannot be rendered as JSON (a [[dds.topic]] with fields gives its pool one); ask for format=raw"),
+        )),
+    }
+}
+
 /// Called before `/metrics` renders, so the owner can refresh gauges (log size, frontier lag).
 pub type ScrapeHook = Arc<dyn Fn() + Send + Sync>;
 

@@ -19,8 +19,8 @@ use squall_storage::{Clock, Entry, Mode, Selector, WatchFrom};
 
 use super::wire::EntryJson;
 use super::{
-    check_key, check_not_future, check_pool_name, check_prefix, rejection, wait_of, ApiError, St,
-    REPLAY_KEYS_MAX,
+    check_key, check_not_future, check_pool_name, check_prefix, json_codec, rejection, wait_of,
+    ApiError, St, ValueCodec, REPLAY_KEYS_MAX,
 };
 use crate::node::{Node, NodeError, WatchEvent, WatchStream};
 
@@ -41,6 +41,7 @@ pub(crate) struct WatchParams {
     from_version: Option<u64>,
     from_time: Option<u64>,
     clock: Option<Clock>,
+    format: Option<String>,
 }
 
 fn selector_of(key: Option<String>, prefix: Option<String>) -> Result<Selector, ApiError> {
@@ -69,8 +70,9 @@ impl Drop for WatcherSlot {
     }
 }
 
-fn event_of(e: &Entry) -> Event {
-    let data = serde_json::to_string(&EntryJson::from_entry(None, e)).unwrap_or_default();
+fn event_of(e: &Entry, codec: Option<&dyn ValueCodec>) -> Event {
+    let data = serde_json::to_string(&EntryJson::from_entry(None, e).rendered(codec, e))
+        .unwrap_or_default();
     Event::default()
         .id(e.version.key_version.to_string())
         .event(if e.tombstone { "delete" } else { "put" })
@@ -87,6 +89,7 @@ pub(crate) async fn watch<N: Node>(
     check_pool_name(&pool)?;
     let Query(q) = q.map_err(|r| rejection("bad_query", r))?;
     let selector = selector_of(q.key, q.prefix)?;
+    let codec = json_codec(&st, &pool, q.format.as_deref(), false)?;
     let from = match (q.from_version, q.from_time) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
@@ -132,18 +135,24 @@ pub(crate) async fn watch<N: Node>(
     let w = st.node.watch(&pool, selector, from)?;
     st.metrics.watchers.inc();
     let slot = WatcherSlot(st.metrics.watchers.clone());
-    let events = futures_util::stream::unfold((w, slot), |(mut w, slot)| async move {
-        match w.next().await {
-            Some(WatchEvent::Update(e)) => Some((Ok::<Event, Infallible>(event_of(&e)), (w, slot))),
-            Some(WatchEvent::Lagged(n)) => {
-                // The node dropped events for this slow watcher; say so and carry on with what
-                // it still has (a client that needs every event re-watches from its last id).
-                let ev = Event::default().event("lagged").data(format!(
+    let events = futures_util::stream::unfold((w, slot), move |(mut w, slot)| {
+        let codec = codec.clone();
+        async move {
+            match w.next().await {
+                Some(WatchEvent::Update(e)) => Some((
+                    Ok::<Event, Infallible>(event_of(&e, codec.as_deref())),
+                    (w, slot),
+                )),
+                Some(WatchEvent::Lagged(n)) => {
+                    // The node dropped events for this slow watcher; say so and carry on with what
+                    // it still has (a client that needs every event re-watches from its last id).
+                    let ev = Event::default().event("lagged").data(format!(
                     "{{\"dropped\":{n},\"message\":\"this watcher fell behind and lost events; watch again from the last version seen to fill the gap\"}}"
                 ));
-                Some((Ok(ev), (w, slot)))
+                    Some((Ok(ev), (w, slot)))
+                }
+                None => None,
             }
-            None => None,
         }
     });
     let mut shutdown = st.shutdown.clone();
@@ -167,6 +176,7 @@ pub(crate) struct ReplayParams {
     to_time: u64,
     clock: Option<Clock>,
     wait_ms: Option<u64>,
+    format: Option<String>,
 }
 
 /// Where one key's replay is.
@@ -305,6 +315,7 @@ async fn run_replay<N: Node>(
     node: std::sync::Arc<N>,
     w: Window,
     keys: Vec<String>,
+    codec: Option<std::sync::Arc<dyn ValueCodec>>,
     tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) {
     let mut cursors = Vec::with_capacity(keys.len());
@@ -332,7 +343,8 @@ async fn run_replay<N: Node>(
     while let Some(Reverse((_, i))) = heap.pop() {
         let Some(c) = cursors.get_mut(i) else { break };
         let Some(e) = c.buf.pop_front() else { continue };
-        if serde_json::to_writer(&mut piece, &EntryJson::from_entry(Some(&w.pool), &e)).is_err() {
+        let line = EntryJson::from_entry(Some(&w.pool), &e).rendered(codec.as_deref(), &e);
+        if serde_json::to_writer(&mut piece, &line).is_err() {
             break;
         }
         piece.push(b'\n');
@@ -371,6 +383,7 @@ pub(crate) async fn replay<N: Node>(
         )
     })?;
     let selector = selector_of(q.key, q.prefix)?;
+    let codec = json_codec(&st, &pool, q.format.as_deref(), false)?;
     if q.from_time > q.to_time {
         return Err(ApiError::bad_request(
             "bad_query",
@@ -421,7 +434,7 @@ pub(crate) async fn replay<N: Node>(
         from: q.from_time,
         to: q.to_time,
     };
-    tokio::spawn(run_replay(st.node.clone(), window, keys, tx));
+    tokio::spawn(run_replay(st.node.clone(), window, keys, codec, tx));
     let body = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>))
     });

@@ -66,6 +66,12 @@ pub struct EntryJson {
     pub tombstone: bool,
     /// The value, base64.
     pub value: String,
+    /// The value rendered as JSON by the pool's type (with `format=json`), if it decodes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub json: Option<serde_json::Value>,
+    /// Why the value could not be rendered (with `format=json`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub json_error: Option<String>,
 }
 
 impl EntryJson {
@@ -83,7 +89,20 @@ impl EntryJson {
             late: e.version.late,
             tombstone: e.tombstone,
             value: base64::engine::general_purpose::STANDARD.encode(&e.value),
+            json: None,
+            json_error: None,
         }
+    }
+
+    /// Adds the JSON rendering of the value by `codec` (nothing for a delete or without codec).
+    pub fn rendered(mut self, codec: Option<&dyn super::ValueCodec>, e: &Entry) -> Self {
+        if let (Some(c), false) = (codec, e.tombstone) {
+            match c.render_json(&e.value) {
+                Ok(j) => self.json = Some(j),
+                Err(m) => self.json_error = Some(m),
+            }
+        }
+        self
     }
 
     /// The decoded value bytes, or `None` if `value` is not valid base64.
