@@ -200,6 +200,10 @@ pub struct Node {
     /// without one, e.g. a joiner that crashed before its snapshot was on disk, survives to
     /// be repaired but can never be a shard's source).
     restart_claim: bool,
+    /// Durable mode: a joiner's admission record being written; the node does not act as a
+    /// member (no rows, no promises, no sends) until it is durable, so a joiner that crashes
+    /// before that never acted and can come back under the same id as a joiner.
+    admission_inflight: Option<u64>,
     bugs: PlantedBugs,
 }
 
@@ -381,6 +385,7 @@ impl Node {
             joiners: BTreeSet::new(),
             restarting: false,
             restart_claim: false,
+            admission_inflight: None,
             bugs: PlantedBugs::default(),
         }
     }
@@ -521,6 +526,9 @@ impl Node {
             Status::Member => {}
             _ => return,
         }
+        if self.admission_inflight.is_some() {
+            return;
+        }
         for &m in &self.view.members {
             if m == self.id || self.ep.suspected.contains(&m) {
                 continue;
@@ -580,6 +588,10 @@ impl Node {
     /// A `PersistControl` record is durable.
     pub fn control_persisted(&mut self, now_us: u64, token: u64) {
         self.advance(now_us);
+        if self.admission_inflight == Some(token) {
+            self.admission_inflight = None;
+            self.row_dirty = true;
+        }
         if let Some((t, b)) = self.ep.promise_inflight {
             if t == token {
                 self.ep.promise_inflight = None;
@@ -855,6 +867,9 @@ impl Node {
 
     /// Re-evaluates every rule until nothing changes, then pushes the row if it changed.
     fn step(&mut self) {
+        if self.admission_inflight.is_some() {
+            return;
+        }
         for _ in 0..4 {
             if self.status != Status::Member {
                 return;
@@ -1346,9 +1361,12 @@ impl Node {
                     shards: v.shards.clone(),
                 };
                 self.status = Status::Member;
-                // Recorded so that a restart from disk knows this node is a member (not
-                // awaited: until it is durable a restart rejoins as a new incarnation).
+                // Recorded so that a restart from disk knows this node is a member. In
+                // durable mode the node acts as a member only once it is on disk.
                 let token = self.token();
+                if self.cfg.durable {
+                    self.admission_inflight = Some(token);
+                }
                 self.actions.push_back(Action::PersistControl {
                     token,
                     record: ControlRecord::Decided {

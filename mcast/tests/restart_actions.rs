@@ -308,3 +308,60 @@ fn restarted_member_without_a_durable_state_is_repaired_never_the_source() {
     assert_eq!(p.members, all.to_vec());
     assert!(p.restart);
 }
+
+#[test]
+fn durable_joiner_acts_only_once_its_admission_is_on_disk() {
+    let n4 = NodeId(4);
+    let mut j = Node::new_joiner(n4, &[N1], durable(), 0).unwrap();
+    drain(&mut j);
+    let admitted = Arc::new(Proposal {
+        epoch: 1,
+        members: vec![N1, N2, N3, n4],
+        shards: vec![vec![N1, N2, N3]],
+        joiners: vec![n4],
+        trims: vec![vec![0, 0, 0]],
+        sources: vec![None],
+        restart: false,
+    });
+    let mut r = row(N1, 7);
+    r.epoch = 2;
+    r.installed_by = Some(admitted.clone());
+    j.handle_message(1_000, N1, Message::Row(Arc::new(r)));
+    let acts = drain(&mut j);
+    // The record first, then the view; no row, nothing sent, until the record is durable.
+    assert_eq!(
+        acts,
+        vec![
+            Action::PersistControl {
+                token: 1,
+                record: ControlRecord::Decided {
+                    proposal: admitted.clone(),
+                },
+            },
+            Action::InstallView(ViewInfo {
+                epoch: 2,
+                members: vec![N1, N2, N3, n4],
+                shards: vec![vec![N1, N2, N3]],
+                my_shard: None,
+                needs_state: false,
+                applied_trim: Vec::new(),
+                last_version: Version::default(),
+            }),
+        ]
+    );
+    j.tick(200_000);
+    assert_eq!(
+        drain(&mut j),
+        Vec::new(),
+        "inert until the admission is durable"
+    );
+    j.control_persisted(200_100, 1);
+    let acts = drain(&mut j);
+    let sent = rows(&acts);
+    assert_eq!(acts.len(), sent.len());
+    assert_eq!(
+        sent.iter().map(|(to, _)| *to).collect::<Vec<_>>(),
+        vec![N1, N2, N3]
+    );
+    assert_eq!(sent[0].1.epoch, 2);
+}

@@ -924,6 +924,48 @@ impl World {
                 self.schedule(t, Ev::Tick { node: id });
                 self.drain(id);
             }
+            Err(_)
+                if !n
+                    .control_disk
+                    .iter()
+                    .any(|r| matches!(r, ControlRecord::Decided { .. })) =>
+            {
+                // A joiner whose admission never reached its disk never acted as a member
+                // (the core waits for that record): it asks to join again, under its id.
+                let contacts: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(i, x)| (x.alive || x.down_total) && **i != id)
+                    .map(|(i, _)| *i)
+                    .collect();
+                if contacts.is_empty() {
+                    return;
+                }
+                if let Ok(core) = Node::new_joiner(id, &contacts, self.cfg.clone(), now) {
+                    self.queue.retain(|_, ev| match ev {
+                        Ev::Msg { to, .. } => *to != id,
+                        Ev::Tick { node } | Ev::Control { node, .. } | Ev::Flush { node, .. } => {
+                            *node != id
+                        }
+                    });
+                    let Some(n) = self.nodes.get_mut(&id) else {
+                        return;
+                    };
+                    n.core = core;
+                    n.alive = true;
+                    n.paused_until = 0;
+                    n.app = App::default();
+                    n.disk = None;
+                    n.unflushed.clear();
+                    n.admitted = 0;
+                    n.admitted_ids.clear();
+                    n.leaving = false;
+                    n.restart_log = None;
+                    let t = now + self.rng.range(1, TICK_US);
+                    self.schedule(t, Ev::Tick { node: id });
+                    self.drain(id);
+                }
+            }
             Err(_) => {
                 // Its disk shows no view with it: it comes back as its next incarnation.
                 n.done = true;
