@@ -370,6 +370,68 @@ async fn compacted_and_stateless_topics() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Kafka's compaction never moves the log start offset: a consumer that fetches from offset 0
+/// of a compacted partition whose first records were compacted away gets the surviving
+/// records (not OFFSET_OUT_OF_RANGE, which with auto.offset.reset=latest would skip them all),
+/// and the earliest offset stays 0 — also after the broker is killed and restarted from its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_topic_reads_from_zero_and_keeps_its_start_across_restart() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let mut s = Squall::start(dir.path(), &[])?;
+    let bootstrap = s
+        .addrs
+        .get("kafka")
+        .context("no kafka address")?
+        .to_string();
+    create_topic(
+        &admin(&bootstrap)?,
+        "cz",
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .await?;
+    let p = producer(&bootstrap)?;
+    for (k, v) in [("k1", "a"), ("k2", "b"), ("k1", "c"), ("k2", "d")] {
+        p.send(
+            FutureRecord::to("cz").key(k).payload(v),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    }
+    drop(p);
+    let want = BTreeMap::from([((0, 2), "c".to_string()), ((0, 3), "d".to_string())]);
+    let check = |bootstrap: &str, group: &str| -> anyhow::Result<()> {
+        let c = consumer(bootstrap, group, &[("auto.offset.reset", "latest")])?;
+        assert_eq!(
+            c.fetch_watermarks("cz", 0, WAIT)?,
+            (0, 4),
+            "log start stays 0"
+        );
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("cz", 0, Offset::Offset(0))?;
+        c.assign(&tpl)?;
+        assert_eq!(consume(&c, 2), want, "fetch from 0 returns the survivors");
+        let c = consumer(bootstrap, group, &[])?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("cz", 0, Offset::Beginning)?;
+        c.assign(&tpl)?;
+        assert_eq!(consume(&c, 2), want, "from the beginning");
+        Ok(())
+    };
+    tokio::task::block_in_place(|| check(&bootstrap, "cz-1"))?;
+    s.kill()?;
+    let s2 = Squall::start(dir.path(), &[])?;
+    let bootstrap = s2
+        .addrs
+        .get("kafka")
+        .context("no kafka address")?
+        .to_string();
+    tokio::task::block_in_place(|| check(&bootstrap, "cz-2"))?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_calls_and_delete_records() -> anyhow::Result<()> {
     let (_s, bootstrap, _d) = start()?;

@@ -14,8 +14,9 @@
 //! minus [`MemNode::frontier_lag_us`]. Switches for error paths: [`MemNode::frontier_lag_us`]
 //! and [`MemNode::disk_full`].
 //!
-//! Where it differs from the store on purpose: compaction leaves gaps but never moves a key's
-//! log start (only truncate does); `bounds` of a key never written is `NotFound`.
+//! As in the store (and Kafka), compaction leaves gaps but never moves a key's log start (only
+//! truncation and retention do). Where it differs from the store: `bounds` of a key never
+//! written is `NotFound`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

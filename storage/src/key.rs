@@ -212,25 +212,27 @@ impl KeyState {
             .min()
     }
 
-    /// Appends a new newest entry (versioned mode); in a compact pool the previous entry with
-    /// the same compaction key dies.
-    pub fn push(&mut self, stored: Stored, compact: bool) {
+    /// Appends a new newest entry (versioned mode); an entry with a compaction key (stored
+    /// only while its pool compacts) kills the previous entry with the same key.
+    pub fn push(&mut self, stored: Stored) {
         let v = stored.version;
+        let fresh = self.entries.is_empty() && self.newest.is_none() && self.next == 0;
         // `max`: recovery may replay entries under counters a checkpoint already set.
         self.next = self.next.max(v.next_key_version());
         if self.newest.is_none_or(|(kv, _)| kv <= v.key_version) {
             self.newest = Some((v.key_version, stored.tombstone));
         }
-        if self.entries.is_empty() {
-            // Normally start == v.key_version already; in recovery after log retention the
-            // first replayed entry is where the kept history starts.
-            self.start = self.start.max(v.key_version);
+        if fresh {
+            // A key never written: normally v.key_version is 0; in recovery after log
+            // retention (a key the checkpoint did not need to mark) the first replayed entry
+            // is where the kept history starts. A key with counters (written before, or
+            // marked by a checkpoint or an image) keeps its start: compaction gaps must not
+            // move it.
+            self.start = v.key_version;
         }
-        if compact {
-            if let Some(ck) = &stored.compaction_key {
-                if let Some(old) = self.compaction.insert(ck.clone(), v.key_version) {
-                    self.kill(old);
-                }
+        if let Some(ck) = &stored.compaction_key {
+            if let Some(old) = self.compaction.insert(ck.clone(), v.key_version) {
+                self.kill(old);
             }
         }
         if stored.version.sensor_time_us.is_some() && self.sensor.is_none() {
@@ -289,7 +291,9 @@ impl KeyState {
         self.dead += 1;
     }
 
-    /// Drops dead placeholders when they pile up.
+    /// Drops dead placeholders at the front at once (they move nothing: compaction never
+    /// moves `start`, as Kafka's compaction never moves the log start offset) and the others
+    /// when they pile up.
     fn sweep(&mut self) {
         while self.entries.front().is_some_and(|e| e.dead) {
             self.pop_front();
@@ -300,18 +304,17 @@ impl KeyState {
         }
     }
 
-    /// Removes the oldest kept entry.
+    /// Removes the oldest kept entry. Only a live entry (removed by retention or truncation)
+    /// moves `start`, to just past itself: a dead placeholder's removal is compaction's, and
+    /// `start` stays where it is, possibly in a gap. So `start` depends only on truncations
+    /// and live removals, never on when placeholders are swept (which recovery does not
+    /// reproduce).
     fn pop_front(&mut self) -> Option<Stored> {
         let e = self.entries.pop_front()?;
-        self.start = self.start.max(e.version.next_key_version());
-        // With compaction gaps the next kept entry may start later: `start` is the first kept
-        // counter, whatever placeholders there were (so recovery, which has none, agrees).
-        if let Some(f) = self.entries.front() {
-            self.start = self.start.max(f.version.key_version);
-        }
         if e.dead {
             self.dead -= 1;
         } else {
+            self.start = self.start.max(e.version.next_key_version());
             self.live_bytes -= e.value.len() as u64;
             if let Some(idx) = &mut self.sensor {
                 idx.remove(&(e.sensor_key(), e.version.key_version));
@@ -340,24 +343,74 @@ impl KeyState {
         self.sweep();
     }
 
-    /// Applies retention: drops the oldest live entries while the kept bytes exceed
-    /// `bytes_max` or the entries are older than `age_floor_us` (platform time), always keeping
-    /// the newest entry so the counters survive.
-    pub fn retain(&mut self, bytes_max: Option<u64>, age_floor_us: Option<u64>) {
-        loop {
-            if self.entries.len() <= 1 {
+    /// Where retention would move `start` (bytes above `bytes_max`, or platform time below
+    /// `age_floor_us`), without changing anything. `incoming` is a version about to be pushed
+    /// (its value bytes and compaction key), which counts as the newest; without it the newest
+    /// kept entry is the one always kept. Oldest entries go first and a dead placeholder never
+    /// stops the scan; the newest entry always stays, so the counters survive.
+    ///
+    /// The log records this result (not the config), so replay removes exactly what the
+    /// original run removed even after the pool's retention was altered.
+    pub fn retention_start(
+        &self,
+        incoming: Option<(u64, Option<&Bytes>)>,
+        bytes_max: Option<u64>,
+        age_floor_us: Option<u64>,
+    ) -> u64 {
+        let mut start = self.start;
+        if bytes_max.is_none() && age_floor_us.is_none() {
+            return start;
+        }
+        let (mut bytes, killed, candidates) = match incoming {
+            Some((len, ck)) => {
+                let killed = ck.and_then(|ck| self.compaction.get(ck)).copied();
+                let killed_len = killed
+                    .and_then(|kv| self.position_covering(kv))
+                    .map(|p| &self.entries[p])
+                    .filter(|e| !e.dead)
+                    .map_or(0, |e| e.value.len() as u64);
+                (
+                    self.live_bytes + len - killed_len,
+                    killed,
+                    self.entries.len(),
+                )
+            }
+            None => (self.live_bytes, None, self.entries.len().saturating_sub(1)),
+        };
+        for e in self.entries.range(..candidates) {
+            let dead = e.dead || killed == Some(e.version.key_version);
+            let too_big = bytes_max.is_some_and(|m| bytes > m);
+            let too_old = age_floor_us.is_some_and(|f| e.version.time.physical_us < f);
+            if !(dead || too_big || too_old) {
                 break;
             }
-            let Some(front) = self.entries.front() else {
-                break;
-            };
-            let too_big = bytes_max.is_some_and(|m| self.live_bytes > m);
-            let too_old = age_floor_us.is_some_and(|f| front.version.time.physical_us < f);
-            if !(too_big || too_old || front.dead) {
-                break;
+            if !dead {
+                bytes -= e.value.len() as u64;
+                start = start.max(e.version.next_key_version());
             }
+        }
+        start
+    }
+
+    /// Removes what retention removed: every entry wholly below `start_after` (the newest
+    /// always stays) and the dead placeholders before the first survivor; `start` becomes at
+    /// least `start_after` (a value from [`KeyState::retention_start`]).
+    pub fn retain_to(&mut self, start_after: u64) {
+        let start_after = start_after.min(self.next);
+        while self.entries.len() > 1
+            && self
+                .entries
+                .front()
+                .is_some_and(|e| e.dead || e.version.next_key_version() <= start_after)
+        {
             self.pop_front();
         }
+        // Never past the newest kept entry (retention_start never goes past it).
+        let cap = self
+            .entries
+            .back()
+            .map_or(self.next, |b| b.version.key_version.max(self.start));
+        self.start = self.start.max(start_after.min(cap));
         self.sweep();
     }
 

@@ -88,6 +88,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Checks a pool configuration against the limits.
+/// Checks an [`Op::AlterPool`]: a valid config that keeps the pool's mode and durability.
+pub fn validate_alter(current: &PoolConfig, new: &PoolConfig) -> Result<(), StorageError> {
+    validate_pool_config(new)?;
+    if new.mode != current.mode || new.durable != current.durable {
+        return Err(StorageError::Invalid(
+            "a pool's mode and durability are fixed at creation".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_pool_config(c: &PoolConfig) -> Result<(), StorageError> {
     if c.name.is_empty() || c.name.len() > POOL_NAME_BYTES_MAX {
         return Err(StorageError::Invalid(format!(
@@ -213,7 +224,8 @@ impl Store {
     /// The shard that orders `op`: pool ops go to [`META_SHARD`], the rest to their key's shard.
     pub fn shard_for(&self, op: &Op) -> ShardId {
         match op {
-            Op::CreatePool(_) | Op::DeletePool { .. } => META_SHARD,
+            Op::CreatePool(_) | Op::DeletePool { .. } | Op::AlterPool(_) => META_SHARD,
+            Op::Retain { shard } => *shard,
             Op::Put { pool, key, .. }
             | Op::Truncate { pool, key, .. }
             | Op::Release { pool, key, .. } => self.shard_of(pool, key),
@@ -226,6 +238,8 @@ impl Store {
         match op {
             Op::CreatePool(c) => validate_pool_config(c),
             Op::DeletePool { pool } => self.pool_arc(pool).map(|_| ()),
+            Op::AlterPool(c) => validate_alter(&self.pool_arc(&c.name)?.config, c),
+            Op::Retain { shard } => self.shard(*shard).map(|_| ()),
             Op::Put {
                 pool,
                 key,
@@ -476,6 +490,64 @@ impl Store {
                     Some((pool, p.id)),
                 ))
             }
+            Op::AlterPool(config) => {
+                let mut pools = write(&self.pools);
+                let Some(p) = pools.get(&config.name).cloned() else {
+                    fail!(StorageError::NoSuchPool(config.name));
+                };
+                if let Err(e) = validate_alter(&p.config, &config) {
+                    fail!(e);
+                }
+                let rec = Record {
+                    shard: s.id,
+                    stamp,
+                    body: RecordBody::AlterPool {
+                        pool_id: p.id,
+                        config: config.clone(),
+                    },
+                    lsn: 0,
+                };
+                let lsn = self.log_append(&rec)?;
+                Self::consume(s, stamp, lsn);
+                pools.insert(config.name.clone(), Arc::new(Pool { config, id: p.id }));
+                Ok((
+                    Applied {
+                        stamp,
+                        outcome: Outcome::PoolAltered,
+                        lsn,
+                    },
+                    None,
+                ))
+            }
+            Op::Retain { shard } => {
+                if shard != s.id {
+                    fail!(StorageError::Invalid(format!(
+                        "retain for shard {shard} ordered in shard {}",
+                        s.id
+                    )));
+                }
+                let keys = self.retention_plan(s, stamp.time);
+                let lsn = if keys.is_empty() {
+                    None
+                } else {
+                    self.log_append(&Record {
+                        shard: s.id,
+                        stamp,
+                        body: RecordBody::Retain { keys: keys.clone() },
+                        lsn: 0,
+                    })?
+                };
+                Self::consume(s, stamp, lsn);
+                let removed = Self::retain_keys(s, &keys);
+                Ok((
+                    Applied {
+                        stamp,
+                        outcome: Outcome::Retained(removed),
+                        lsn,
+                    },
+                    None,
+                ))
+            }
             Op::Put {
                 pool,
                 key,
@@ -486,9 +558,13 @@ impl Store {
                 expect,
                 tombstone,
             } => {
-                let p = match self.pool_arc(&pool) {
-                    Ok(p) => p,
-                    Err(e) => fail!(e),
+                // The pools lock is held until the put is logged and installed, so an
+                // AlterPool (which logs under the write lock) is wholly before or after it in
+                // log order too, and recovery applies the same config.
+                let pools_guard = read(&self.pools);
+                let p = match pools_guard.get(&pool).cloned() {
+                    Some(p) => p,
+                    None => fail!(StorageError::NoSuchPool(pool)),
                 };
                 let value = if tombstone { Bytes::new() } else { value };
                 if let Err(e) = validate_put(&p.config, &key, &value, span) {
@@ -553,6 +629,25 @@ impl Store {
                     lsn: NO_LSN,
                     dead: false,
                 };
+                // Retention's result is decided now and logged with the put.
+                let retained = match p.config.mode {
+                    Mode::Versioned => {
+                        let (bytes_max, floor) = retention_limits(&p.config, stamp.time);
+                        let ks = s
+                            .pools
+                            .get(&pool)
+                            .filter(|pk| pk.pool_id == p.id)
+                            .and_then(|pk| pk.keys.get(&key));
+                        Some(ks.map_or(0, |ks| {
+                            ks.retention_start(
+                                Some((stored.value.len() as u64, stored.compaction_key.as_ref())),
+                                bytes_max,
+                                floor,
+                            )
+                        }))
+                    }
+                    _ => None,
+                };
                 let lsn = if logged {
                     self.log_append(&Record {
                         shard: s.id,
@@ -565,6 +660,7 @@ impl Store {
                             value: stored.value.clone(),
                             tombstone,
                             compaction_key: stored.compaction_key.clone(),
+                            retained,
                         },
                         lsn: 0,
                     })?
@@ -576,7 +672,8 @@ impl Store {
                     lsn: lsn.unwrap_or(NO_LSN),
                     ..stored
                 };
-                self.install(s, &p, &key, stored);
+                let retention = retained.map_or(Retention::Skip, Retention::To);
+                self.install(s, &p, &key, stored, retention);
                 if owner_after != owner {
                     if let Some(ks) = Self::pool_keys(s, &p).keys.get_mut(&key) {
                         ks.owner = owner_after;
@@ -628,14 +725,18 @@ impl Store {
                         "truncate needs a versioned pool".into()
                     ));
                 }
-                let exists = s
+                let Some(next) = s
                     .pools
                     .get(&pool)
                     .filter(|pk| pk.pool_id == p.id)
-                    .is_some_and(|pk| pk.keys.contains_key(&key));
-                if !exists {
+                    .and_then(|pk| pk.keys.get(&key))
+                    .map(|ks| ks.next)
+                else {
                     fail!(StorageError::NotFound);
-                }
+                };
+                // The record holds the result, the point actually truncated to: replayed on
+                // counters a checkpoint set later, an unclamped `before` would cut more.
+                let before = before.min(next);
                 let lsn = if p.config.durable {
                     self.log_append(&Record {
                         shard: s.id,
@@ -663,6 +764,64 @@ impl Store {
                 ))
             }
         }
+    }
+
+    /// What an [`Op::Retain`] at `now` removes: (pool, incarnation, key, start after) for
+    /// every key whose start moves, at most [`RETAIN_KEYS_MAX`] (the rest wait for the next
+    /// run), in key order.
+    fn retention_plan(&self, s: &Shard, now: Hlc) -> Vec<(String, u64, String, u64)> {
+        let pools = read(&self.pools);
+        let mut plan = Vec::new();
+        for (name, pk) in &s.pools {
+            let Some(p) = pools.get(name).filter(|p| p.id == pk.pool_id) else {
+                continue;
+            };
+            let (bytes_max, floor) = retention_limits(&p.config, now);
+            if bytes_max.is_none() && floor.is_none() {
+                continue;
+            }
+            for (k, ks) in &pk.keys {
+                let to = ks.retention_start(None, bytes_max, floor);
+                if to > ks.start {
+                    plan.push((name.clone(), pk.pool_id, k.clone(), to));
+                    if plan.len() >= RETAIN_KEYS_MAX {
+                        return plan;
+                    }
+                }
+            }
+        }
+        plan
+    }
+
+    /// Carries out a retention plan (live, or replayed from its record). Returns the number
+    /// of versions removed.
+    fn retain_keys(s: &mut Shard, keys: &[(String, u64, String, u64)]) -> u64 {
+        let mut removed = 0u64;
+        for (pool, pool_id, key, to) in keys {
+            let Some(ks) = s
+                .pools
+                .get_mut(pool)
+                .filter(|pk| pk.pool_id == *pool_id)
+                .and_then(|pk| pk.keys.get_mut(key))
+            else {
+                continue;
+            };
+            let before = ks.entries.len() - ks.dead;
+            ks.retain_to(*to);
+            removed += (before - (ks.entries.len() - ks.dead)) as u64;
+        }
+        removed
+    }
+
+    /// Whether an [`Op::Retain`] of `shard` at `now_us` would remove anything (so a driver
+    /// running retention periodically orders an op only when there is work).
+    pub fn retention_due(&self, shard: ShardId, now_us: u64) -> Result<bool, StorageError> {
+        let s = read(self.shard(shard)?);
+        let now = Hlc {
+            physical_us: now_us,
+            logical: 0,
+        };
+        Ok(!self.retention_plan(&s, now).is_empty())
     }
 
     fn pool_keys<'a>(s: &'a mut Shard, pool: &Pool) -> &'a mut PoolKeys {
@@ -698,9 +857,16 @@ impl Store {
         }
     }
 
-    /// Stores (or, stateless, counts) an entry whose version is already decided, and tells
-    /// watchers.
-    fn install(&self, s: &mut Shard, pool: &Pool, key: &str, mut stored: Stored) {
+    /// Stores (or, stateless, counts) an entry whose version is already decided, applies
+    /// retention as `retention` says, and tells watchers.
+    fn install(
+        &self,
+        s: &mut Shard,
+        pool: &Pool,
+        key: &str,
+        mut stored: Stored,
+        retention: Retention,
+    ) {
         let c = &pool.config;
         if self.bugs.counter_skip.load(Ordering::Relaxed) {
             stored.version.key_version += 1;
@@ -714,24 +880,35 @@ impl Store {
         };
         let sensor_skip = self.bugs.sensor_index_skip.load(Ordering::Relaxed);
         let pk = Self::pool_keys(s, pool);
+        // A compaction key is stored only while the pool compacts (or comes from a record or
+        // an image that had one); once a key may have compaction gaps its pool stays marked.
+        pk.compact |= stored.compaction_key.is_some();
         let ks = pk.keys.entry(key.to_owned()).or_default();
         match c.mode {
             Mode::Stateless => ks.count_only(&stored.version, stored.tombstone),
             Mode::Latest => ks.replace(stored),
             Mode::Versioned => {
-                let now = stored.version.time.physical_us;
+                let start_after = match retention {
+                    Retention::Skip => None,
+                    Retention::To(s) => Some(s),
+                    Retention::Config => {
+                        let (bytes_max, floor) = retention_limits(c, stored.version.time);
+                        Some(ks.retention_start(
+                            Some((stored.value.len() as u64, stored.compaction_key.as_ref())),
+                            bytes_max,
+                            floor,
+                        ))
+                    }
+                };
                 let had_sensor = ks.sensor.is_some();
-                ks.push(stored, c.compact);
+                ks.push(stored);
                 if sensor_skip && had_sensor {
                     if let (Some(idx), Some(e)) = (&mut ks.sensor, ks.entries.back()) {
                         idx.remove(&(e.sensor_key(), e.version.key_version));
                     }
                 }
-                let floor = c
-                    .retention_ms
-                    .map(|ms| now.saturating_sub(ms.saturating_mul(1000)));
-                if c.retention_bytes.is_some() || floor.is_some() {
-                    ks.retain(c.retention_bytes, floor);
+                if let Some(to) = start_after {
+                    ks.retain_to(to);
                 }
             }
         }
@@ -842,6 +1019,7 @@ impl Store {
                 value,
                 tombstone,
                 compaction_key,
+                retained,
             } => {
                 let Ok(p) = self.pool_arc(&pool) else {
                     return Ok(());
@@ -877,7 +1055,12 @@ impl Store {
                     lsn: rec.lsn,
                     dead: false,
                 };
-                self.install(&mut s, &p, &key, stored);
+                let retention = if rec.lsn == CHECKPOINT_LSN {
+                    Retention::Skip
+                } else {
+                    retained.map_or(Retention::Config, Retention::To)
+                };
+                self.install(&mut s, &p, &key, stored, retention);
             }
             RecordBody::Truncate {
                 pool,
@@ -890,6 +1073,21 @@ impl Store {
                         Self::truncate_key(&mut s, &p, &key, before);
                     }
                 }
+            }
+            RecordBody::AlterPool { pool_id, config } => {
+                let mut pools = write(&self.pools);
+                if pools.get(&config.name).is_some_and(|p| p.id == pool_id) {
+                    pools.insert(
+                        config.name.clone(),
+                        Arc::new(Pool {
+                            config,
+                            id: pool_id,
+                        }),
+                    );
+                }
+            }
+            RecordBody::Retain { keys } => {
+                Self::retain_keys(&mut s, &keys);
             }
         }
         Ok(())
@@ -1020,7 +1218,7 @@ impl Store {
                     lsn,
                     dead: false,
                 };
-                self.install(&mut s, &p, &key, stored);
+                self.install(&mut s, &p, &key, stored, Retention::Skip);
             }
         }
         // The image's entries are history, not new events for watchers.
@@ -1100,10 +1298,15 @@ impl Store {
             for (pname, pk) in &s.pools {
                 let pool_durable = durable.get(pname).copied().unwrap_or(false);
                 for (k, ks) in &pk.keys {
-                    let implied = ks
-                        .entries
-                        .front()
-                        .is_some_and(|f| f.version.key_version == ks.start);
+                    // A replay from a fresh key starts it at its first replayed entry. In a
+                    // compact pool records of compacted-away versions may lie between the cut
+                    // and the first kept entry (and `start` may sit in a gap), so those keys
+                    // are always marked.
+                    let implied = !pk.compact
+                        && ks
+                            .entries
+                            .front()
+                            .is_some_and(|f| f.version.key_version == ks.start);
                     if !implied || ks.entries.iter().any(|e| e.lsn == CHECKPOINT_LSN) {
                         c.keys.push(KeyMark {
                             shard: s.id,
@@ -1539,6 +1742,32 @@ fn validate_put(c: &PoolConfig, key: &str, value: &Bytes, span: u32) -> Result<(
 }
 
 /// The log record that re-creates one kept entry (for a shard export or a checkpoint).
+/// How [`Store::install`] applies retention to a key it stores into.
+#[derive(Debug, Clone, Copy)]
+enum Retention {
+    /// None: the entry is part of a kept state (an image, a checkpoint).
+    Skip,
+    /// Up to the start the original run computed (from the log record).
+    To(u64),
+    /// From the pool's current config (a record written before the log held the result).
+    Config,
+}
+
+/// A pool's retention as (bytes_max, age floor in µs) at time `now`.
+/// Most keys one [`Op::Retain`] changes (its log record stays small; the rest wait for the next
+/// run).
+pub const RETAIN_KEYS_MAX: usize = 4096;
+
+fn retention_limits(c: &PoolConfig, now: Hlc) -> (Option<u64>, Option<u64>) {
+    if c.mode != Mode::Versioned {
+        return (None, None);
+    }
+    let floor = c
+        .retention_ms
+        .map(|ms| now.physical_us.saturating_sub(ms.saturating_mul(1000)));
+    (c.retention_bytes, floor)
+}
+
 fn put_record(shard: ShardId, pool: &str, pool_id: u64, key: &str, e: &Stored) -> Record {
     Record {
         shard,
@@ -1554,6 +1783,7 @@ fn put_record(shard: ShardId, pool: &str, pool_id: u64, key: &str, e: &Stored) -
             value: e.value.clone(),
             tombstone: e.tombstone,
             compaction_key: e.compaction_key.clone(),
+            retained: None,
         },
         lsn: 0,
     }

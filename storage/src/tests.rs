@@ -426,9 +426,71 @@ fn compaction_keeps_the_newest_per_compaction_key() {
         .collect();
     assert_eq!(kept, vec![3, 4, 5]);
     assert_eq!(s.get_version("c", "p0", 1), Err(StorageError::NotFound));
+    // Compaction leaves gaps but never moves the start (Kafka's log start offset): a read
+    // from 0 returns the first surviving version.
     assert_eq!(
         s.bounds("c", "p0").unwrap(),
-        KeyBounds { start: 3, next: 6 }
+        KeyBounds { start: 0, next: 6 }
+    );
+    // Truncation still moves it, also into a gap.
+    submit(
+        &s,
+        Op::Truncate {
+            pool: "c".into(),
+            key: "p0".into(),
+            before: 1,
+        },
+        20,
+    )
+    .unwrap();
+    assert_eq!(
+        s.bounds("c", "p0").unwrap(),
+        KeyBounds { start: 1, next: 6 }
+    );
+    let first = s.read_from("c", "p0", 1, usize::MAX, 1).unwrap();
+    assert_eq!(first[0].version.key_version, 3);
+}
+
+/// Retention moves the start past what it removes; compaction gaps after that do not move it
+/// further.
+#[test]
+fn retention_moves_start_compaction_does_not() {
+    let s = store();
+    let mut c = pool("c", Mode::Versioned);
+    c.compact = true;
+    c.retention_bytes = Some(2);
+    submit(&s, Op::CreatePool(c), 1).unwrap();
+    // 0:a 1:b 2:c — three bytes, so retention drops 0 (start 1); 3:b kills 1, a compaction
+    // gap at the front that leaves the start at 1.
+    for (i, ck) in ["a", "b", "c", "b"].iter().enumerate() {
+        let mut op = put_op("c", "p0", &[i as u8]);
+        if let Op::Put { compaction_key, .. } = &mut op {
+            *compaction_key = Some(Bytes::copy_from_slice(ck.as_bytes()));
+        }
+        submit(&s, op, 10 + i as u64).unwrap();
+    }
+    let kept = |s: &Store| -> Vec<u64> {
+        s.read_from("c", "p0", 0, usize::MAX, 100)
+            .unwrap()
+            .iter()
+            .map(|e| e.version.key_version)
+            .collect()
+    };
+    assert_eq!(kept(&s), vec![2, 3]);
+    assert_eq!(
+        s.bounds("c", "p0").unwrap(),
+        KeyBounds { start: 1, next: 4 }
+    );
+    let mut op = put_op("c", "p0", b"d");
+    if let Op::Put { compaction_key, .. } = &mut op {
+        *compaction_key = Some(Bytes::from_static(b"d"));
+    }
+    submit(&s, op, 20).unwrap();
+    // Retention dropped 2: the start moves past it.
+    assert_eq!(kept(&s), vec![3, 4]);
+    assert_eq!(
+        s.bounds("c", "p0").unwrap(),
+        KeyBounds { start: 3, next: 5 }
     );
 }
 
@@ -819,4 +881,61 @@ fn checker_catches_bad_log_index() {
     run(false).expect("no bug: checker passes");
     let err = run(true).expect_err("planted bug must be caught");
     assert!(err.contains("index of"), "{err}");
+}
+
+/// AlterPool changes retention, the value limit and compaction of a live pool (mode and
+/// durability stay fixed), and Retain applies age retention without any write arriving.
+#[test]
+fn alter_pool_and_retain_without_writes() {
+    let s = store();
+    submit(&s, Op::CreatePool(pool("r", Mode::Versioned)), 1).unwrap();
+    for i in 0..5u64 {
+        put(&s, "r", "k", &[0u8; 4], 10 + i);
+    }
+    let shard = s.shard_of("r", "k");
+    assert!(!s.retention_due(shard, 1_000_000).unwrap());
+    let mut c = s.pool("r").unwrap();
+    c.retention_ms = Some(1); // 1000 µs
+    c.value_bytes_max = 8;
+    let a = submit(&s, Op::AlterPool(c.clone()), 20).unwrap();
+    assert_eq!(a.outcome, Outcome::PoolAltered);
+    assert_eq!(s.pool("r").unwrap(), c);
+    // The new value limit holds at once.
+    assert!(matches!(
+        submit(&s, put_op("r", "k", &[0u8; 9]), 21),
+        Err(StorageError::Invalid(_))
+    ));
+    // Nothing written, yet retention runs: everything but the newest is older than 1 ms.
+    assert!(s.retention_due(shard, 5_000).unwrap());
+    let a = submit(&s, Op::Retain { shard }, 5_000).unwrap();
+    assert_eq!(a.outcome, Outcome::Retained(4));
+    assert_eq!(s.bounds("r", "k").unwrap(), KeyBounds { start: 4, next: 5 });
+    assert!(!s.retention_due(shard, 5_000).unwrap());
+    // Mode and durability are fixed.
+    let mut bad = s.pool("r").unwrap();
+    bad.mode = Mode::Latest;
+    assert!(matches!(
+        submit(&s, Op::AlterPool(bad), 5_001),
+        Err(StorageError::Invalid(_))
+    ));
+    // Turning compaction on applies to later writes.
+    let mut c = s.pool("r").unwrap();
+    c.compact = true;
+    submit(&s, Op::AlterPool(c), 5_002).unwrap();
+    for (i, ck) in ["a", "a"].iter().enumerate() {
+        let mut op = put_op("r", "k", &[i as u8]);
+        if let Op::Put { compaction_key, .. } = &mut op {
+            *compaction_key = Some(Bytes::copy_from_slice(ck.as_bytes()));
+        }
+        submit(&s, op, 5_010 + i as u64).unwrap();
+    }
+    let kept: Vec<u64> = s
+        .read_from("r", "k", 0, usize::MAX, 100)
+        .unwrap()
+        .iter()
+        .map(|e| e.version.key_version)
+        .collect();
+    // 4 went by age retention at the write (start 5), 5 by compaction (a gap; start stays).
+    assert_eq!(kept, vec![6]);
+    assert_eq!(s.bounds("r", "k").unwrap(), KeyBounds { start: 5, next: 7 });
 }

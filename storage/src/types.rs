@@ -191,6 +191,17 @@ pub enum Op {
         /// A delete.
         tombstone: bool,
     },
+    /// Change a pool's alterable settings (retention, value size limit, lateness, compaction);
+    /// the mode and durability are fixed at creation. Takes effect for later ops; retention
+    /// also at the next [`Op::Retain`] of each shard.
+    AlterPool(PoolConfig),
+    /// Apply every pool's retention (bytes, and age relative to this op's stamp time) to every
+    /// key of `shard` — so age retention does not wait for a write. Ordered and logged like
+    /// any op, so replicas and recovery remove the same versions.
+    Retain {
+        /// The shard.
+        shard: ShardId,
+    },
     /// Release `key`'s ownership if `writer` holds it (see [`crate::owner`]); stores no
     /// version and is a no-op when someone else (or no one) owns the key.
     Release {
@@ -251,6 +262,10 @@ pub enum Outcome {
     PoolCreated,
     /// A pool was deleted.
     PoolDeleted,
+    /// A pool's settings were changed.
+    PoolAltered,
+    /// Retention ran over a shard and removed this many versions.
+    Retained(u64),
     /// A put or delete was stored (or, in a stateless pool, notified) with this version.
     Put(Version),
     /// A truncate left the key with these bounds.

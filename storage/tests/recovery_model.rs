@@ -29,6 +29,15 @@ enum Step {
     },
     CompactLog,
     Reopen,
+    /// Alter the pool: byte retention and compaction change (the mode stays).
+    Alter {
+        retention_bytes: Option<u16>,
+        compact: bool,
+    },
+    /// Run retention over one shard (an ordered, logged op).
+    Retain {
+        shard: u32,
+    },
     /// Export a shard and import it back (a state transfer onto itself: nothing may change,
     /// and the imported state must survive restarts and retention).
     SelfImport {
@@ -44,6 +53,9 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(|compact| Step::RecreatePool { compact }),
         1 => Just(Step::CompactLog),
         1 => Just(Step::Reopen),
+        1 => (proptest::option::of(0u16..4000), any::<bool>())
+            .prop_map(|(retention_bytes, compact)| Step::Alter { retention_bytes, compact }),
+        1 => (0u32..3).prop_map(|shard| Step::Retain { shard }),
         1 => (0u32..3).prop_map(|shard| Step::SelfImport { shard }),
     ]
 }
@@ -135,6 +147,23 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     now + 1,
                     &mut last_lsn,
                 );
+            }
+            Step::Alter {
+                retention_bytes,
+                compact,
+            } => {
+                if let Some(mut c) = s.pool("a") {
+                    c.retention_bytes = retention_bytes.map(u64::from);
+                    c.compact = compact;
+                    // 1 ms age retention: each Retain step lets 600 µs pass.
+                    c.retention_ms = Some(1);
+                    apply(&s, Op::AlterPool(c), now, &mut last_lsn);
+                }
+            }
+            Step::Retain { shard } => {
+                // Let time pass so age retention (1 ms once altered) has something to do.
+                now += 600;
+                apply(&s, Op::Retain { shard }, now, &mut last_lsn);
             }
             Step::CompactLog => {
                 if last_lsn > 0 {

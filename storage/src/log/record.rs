@@ -23,6 +23,8 @@ const KIND_CREATE_POOL: u8 = 1;
 const KIND_DELETE_POOL: u8 = 2;
 const KIND_PUT: u8 = 3;
 const KIND_TRUNCATE: u8 = 4;
+const KIND_ALTER_POOL: u8 = 5;
+const KIND_RETAIN: u8 = 6;
 
 /// What a record says happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,11 @@ pub enum RecordBody {
         tombstone: bool,
         /// Compaction key.
         compaction_key: Option<Bytes>,
+        /// The key's start after the retention applied with this put (the result, so replay
+        /// does not depend on the pool's retention config at replay time); `None` in records
+        /// written before the log held it (replay then applies the current config) and in
+        /// images and checkpoints (kept state: no retention).
+        retained: Option<u64>,
     },
     /// A key was truncated.
     Truncate {
@@ -63,6 +70,19 @@ pub enum RecordBody {
         key: String,
         /// First key_version kept.
         before: u64,
+    },
+    /// A pool's alterable settings changed (same incarnation).
+    AlterPool {
+        /// Its incarnation.
+        pool_id: u64,
+        /// The new configuration.
+        config: PoolConfig,
+    },
+    /// Retention ran over the shard: each listed key's start moved to the given point (the
+    /// results, so replay does not depend on the config).
+    Retain {
+        /// (pool, pool incarnation, key, start after).
+        keys: Vec<(String, u64, String, u64)>,
     },
 }
 
@@ -158,6 +178,7 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
             value,
             tombstone,
             compaction_key,
+            retained,
         } => {
             out.push(KIND_PUT);
             put_bytes(out, pool.as_bytes());
@@ -175,6 +196,10 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
                 None => out.push(0),
             }
             put_bytes(out, value);
+            // Optional trailer (absent in older logs).
+            if let Some(r) = retained {
+                out.extend_from_slice(&r.to_le_bytes());
+            }
         }
         RecordBody::Truncate {
             pool,
@@ -187,6 +212,21 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
             out.extend_from_slice(&pool_id.to_le_bytes());
             put_bytes(out, key.as_bytes());
             out.extend_from_slice(&before.to_le_bytes());
+        }
+        RecordBody::AlterPool { pool_id, config } => {
+            out.push(KIND_ALTER_POOL);
+            out.extend_from_slice(&pool_id.to_le_bytes());
+            put_pool(out, config);
+        }
+        RecordBody::Retain { keys } => {
+            out.push(KIND_RETAIN);
+            out.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+            for (pool, pool_id, key, start) in keys {
+                put_bytes(out, pool.as_bytes());
+                out.extend_from_slice(&pool_id.to_le_bytes());
+                put_bytes(out, key.as_bytes());
+                out.extend_from_slice(&start.to_le_bytes());
+            }
         }
     }
     let body_len = (out.len() - start - HEADER_BYTES) as u32;
@@ -297,6 +337,11 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
                 f => return Err(format!("bad option flag {f}")),
             };
             let value = Bytes::copy_from_slice(r.bytes()?);
+            let retained = if r.pos == raw.len() {
+                None
+            } else {
+                Some(r.u64()?)
+            };
             RecordBody::Put {
                 pool,
                 pool_id,
@@ -312,6 +357,7 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
                 value,
                 tombstone: flags & 2 != 0,
                 compaction_key,
+                retained,
             }
         }
         KIND_TRUNCATE => RecordBody::Truncate {
@@ -320,6 +366,27 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
             key: r.string(key_max)?,
             before: r.u64()?,
         },
+        KIND_ALTER_POOL => RecordBody::AlterPool {
+            pool_id: r.u64()?,
+            config: read_pool(&mut r)?,
+        },
+        KIND_RETAIN => {
+            let n = r.u32()? as usize;
+            // Each entry takes at least 24 bytes: the count is checked before allocating.
+            if n > (raw.len() - r.pos) / 24 {
+                return Err(format!("retain record claims {n} keys"));
+            }
+            let mut keys = Vec::with_capacity(n);
+            for _ in 0..n {
+                keys.push((
+                    r.string(POOL_NAME_BYTES_MAX)?,
+                    r.u64()?,
+                    r.string(key_max)?,
+                    r.u64()?,
+                ));
+            }
+            RecordBody::Retain { keys }
+        }
         k => return Err(format!("unknown record kind {k}")),
     };
     if r.pos != raw.len() {
