@@ -222,6 +222,26 @@ impl LocalNode {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
+    /// Retention without writes (age retention must not wait for a write): orders an
+    /// `Op::Retain` for every shard where one would remove something. Returns the number of
+    /// versions removed.
+    pub async fn run_retention(&self) -> Result<u64, NodeError> {
+        let mut removed = 0;
+        for shard in 0..self.store.shard_count() {
+            if !self
+                .store
+                .retention_due(shard, now_us())
+                .map_err(node_err)?
+            {
+                continue;
+            }
+            if let Outcome::Retained(n) = self.order(Op::Retain { shard }).await?.outcome {
+                removed += n;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Segments in the durable log (0 without one).
     #[cfg(test)]
     pub fn log_segments(&self) -> usize {
@@ -367,6 +387,10 @@ impl Node for LocalNode {
         })
         .await
         .map(|_| ())
+    }
+
+    async fn alter_pool(&self, config: PoolConfig) -> Result<(), NodeError> {
+        self.order(Op::AlterPool(config)).await.map(|_| ())
     }
 
     fn pool(&self, pool: &str) -> Option<PoolConfig> {

@@ -68,6 +68,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     ));
 
+    // Retention without writes (age retention would otherwise wait for the next write).
+    let retainer = tokio::spawn(retain_periodically(
+        node.clone(),
+        Duration::from_millis(RETAIN_INTERVAL_MS),
+        shutdown_rx.clone(),
+    ));
+
     println!("squall: ready (Ctrl-C or SIGTERM to stop)");
     wait_for_signal().await?;
     println!("squall: shutting down");
@@ -84,6 +91,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     // A compaction in progress finishes before the log is closed.
     compactor.await.context("log compactor task failed")?;
+    retainer.await.context("retention task failed")?;
     node.close()
         .await
         .context("closing the store (flushing the log)")?;
@@ -110,6 +118,32 @@ pub(crate) async fn compact_log_periodically(
         }
         if let Err(e) = node.compact_log().await {
             eprintln!("squall: log compaction failed (retrying in {interval:?}): {e:#}");
+        }
+    }
+}
+
+/// How often `squall serve` applies retention to pools nobody writes to (Kafka checks every
+/// `log.retention.check.interval.ms`, 5 minutes by default; a second keeps tests short and
+/// costs a scan of the keys when nothing is due).
+const RETAIN_INTERVAL_MS: u64 = 1000;
+
+/// Applies retention (`LocalNode::run_retention`) every `interval` until `shutdown` turns
+/// true. A failed round is reported on stderr and retried next round.
+pub(crate) async fn retain_periodically(
+    node: Arc<LocalNode>,
+    interval: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = node.run_retention().await {
+            eprintln!("squall: retention failed (retrying in {interval:?}): {e}");
         }
     }
 }

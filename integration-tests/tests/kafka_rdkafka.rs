@@ -432,6 +432,58 @@ async fn compacted_topic_reads_from_zero_and_keeps_its_start_across_restart() ->
     Ok(())
 }
 
+/// Retention altered after creation takes effect on the pool, and age retention runs without
+/// new writes (`squall serve` sweeps every second): the log start offset moves up to the newest
+/// batch (the store always keeps a partition's newest version, so its counters survive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn altered_retention_applies_without_new_writes() -> anyhow::Result<()> {
+    let (_s, bootstrap, _d) = start()?;
+    let a = admin(&bootstrap)?;
+    create_topic(&a, "ret", 1, &[]).await?;
+    create_topic(&a, "retb", 1, &[]).await?;
+    let p = producer(&bootstrap)?;
+    for topic in ["ret", "retb"] {
+        for i in 0..5 {
+            let v = format!("{i}{}", "x".repeat(200));
+            p.send(
+                FutureRecord::to(topic).key("k").payload(&v),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+        }
+    }
+    let c = consumer(&bootstrap, "ret-g", &[])?;
+    let marks = |t: &str| c.fetch_watermarks(t, 0, WAIT);
+    assert_eq!(marks("ret")?, (0, 5));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Nothing happens by itself under the default (7 days).
+    assert_eq!(marks("ret")?, (0, 5));
+    for (topic, key, value) in [
+        ("ret", "retention.ms", "1000"),
+        ("retb", "retention.bytes", "600"),
+    ] {
+        let alter = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+        let r = a.alter_configs([&alter], &AdminOptions::new()).await?;
+        assert!(r[0].is_ok(), "alter {topic}: {:?}", r[0]);
+    }
+    // No more writes: the periodic sweep applies the new retention.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ret, retb) = (marks("ret")?, marks("retb")?);
+        if ret == (4, 5) && retb.0 > 0 {
+            assert_eq!(retb.1, 5);
+            assert!(retb.0 < 5, "the newest batch stays: {retb:?}");
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("retention did not apply: ret {ret:?}, retb {retb:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_calls_and_delete_records() -> anyhow::Result<()> {
     let (_s, bootstrap, _d) = start()?;

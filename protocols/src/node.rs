@@ -139,6 +139,17 @@ pub trait Node: Send + Sync + 'static {
         -> impl Future<Output = Result<(), NodeError>> + Send;
     /// Deletes a pool and all its keys.
     fn delete_pool(&self, pool: &str) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// Changes a pool's alterable settings (retention, value size limit, lateness,
+    /// compaction of later writes); the mode and durability stay as created (`Invalid`
+    /// otherwise). Added for the Kafka face's IncrementalAlterConfigs; the default refuses.
+    fn alter_pool(&self, config: PoolConfig) -> impl Future<Output = Result<(), NodeError>> + Send {
+        async move {
+            Err(NodeError::Invalid(format!(
+                "this node cannot alter pool {}",
+                config.name
+            )))
+        }
+    }
     /// The configuration of one pool.
     fn pool(&self, pool: &str) -> Option<PoolConfig>;
     /// All pools, sorted by name.

@@ -211,6 +211,21 @@ impl MemNode {
 impl Node for MemNode {
     type Watch = MemWatch;
 
+    async fn alter_pool(&self, config: PoolConfig) -> Result<(), NodeError> {
+        self.with(|i| {
+            let Some(c) = i.pools.get_mut(&config.name) else {
+                return Err(NodeError::NoSuchPool(config.name.clone()));
+            };
+            if c.mode != config.mode || c.durable != config.durable {
+                return Err(NodeError::Invalid(
+                    "a pool's mode and durability are fixed at creation".into(),
+                ));
+            }
+            *c = config;
+            Ok(())
+        })
+    }
+
     async fn create_pool(&self, config: PoolConfig) -> Result<(), NodeError> {
         self.with(|i| match i.pools.get(&config.name) {
             Some(c) if *c == config => Ok(()),

@@ -34,7 +34,7 @@ const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 /// Configs that choose the pool's mode or durability: fixed at creation (the store has no
 /// "change a pool's mode" operation).
-const FIXED_AT_CREATION: &[&str] = &["cleanup.policy", "squall.mode", "squall.durable"];
+const FIXED_AT_CREATION: &[&str] = &["squall.mode", "squall.durable"];
 
 type Failure = (i16, String);
 
@@ -507,10 +507,7 @@ impl<N: Node> KafkaBroker<N> {
             let result = match failure {
                 Some(f) => Err(f),
                 None if req.validate_only => Ok(()),
-                None => self
-                    .store_topic(&name, &meta)
-                    .await
-                    .map_err(|e| (node_code(&e), e.to_string())),
+                None => self.apply_topic_configs(&name, &meta).await,
             };
             out.push(match result {
                 Ok(()) => base,
@@ -522,6 +519,23 @@ impl<N: Node> KafkaBroker<N> {
 }
 
 impl<N: Node> KafkaBroker<N> {
+    /// Makes altered topic configs take effect: the pool first (retention, max.message.bytes,
+    /// cleanup.policy — compaction then applies to later writes), then the topic record
+    /// DescribeConfigs reads, so a refused pool change leaves the described configs as they
+    /// were.
+    async fn apply_topic_configs(&self, name: &str, meta: &TopicMeta) -> Result<(), Failure> {
+        let want = meta.pool_config(name);
+        if self.node.pool(name).as_ref() != Some(&want) {
+            self.node.alter_pool(want).await.map_err(|e| match e {
+                NodeError::Invalid(m) => (code::INVALID_CONFIG, m),
+                e => (node_code(&e), e.to_string()),
+            })?;
+        }
+        self.store_topic(name, meta)
+            .await
+            .map_err(|e| (node_code(&e), e.to_string()))
+    }
+
     /// AlterConfigs (the non-incremental form librdkafka's admin API sends): the given set
     /// replaces every explicitly set config of the topic. Served by translating it into the
     /// incremental form (SET for each given config, DELETE for the others).

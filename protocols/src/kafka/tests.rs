@@ -921,6 +921,39 @@ async fn admin_create_describe_alter_partitions_delete() {
     let d = call(&b, 4, describe()).await;
     assert_eq!(cfg(&d, "max.message.bytes"), Some((Some("5000".into()), 1)));
     assert_eq!(cfg(&d, "retention.ms"), Some((Some("604800000".into()), 5)));
+    // Altered configs reach the pool, not just DescribeConfigs (task: retention, message
+    // size and cleanup.policy take effect after creation).
+    let pool = || crate::node::Node::pool(b.node.as_ref(), "adm").expect("pool");
+    assert_eq!(pool().value_bytes_max, 5000);
+    assert_eq!(pool().retention_ms, Some(604_800_000));
+    assert!(pool().compact);
+    assert_eq!(
+        call(&b, 1, alter("retention.bytes", 0, Some("4096")))
+            .await
+            .responses[0]
+            .error_code,
+        0
+    );
+    assert_eq!(pool().retention_bytes, Some(4096));
+    assert_eq!(
+        call(&b, 1, alter("cleanup.policy", 0, Some("delete")))
+            .await
+            .responses[0]
+            .error_code,
+        0
+    );
+    assert!(!pool().compact);
+    let d = call(&b, 4, describe()).await;
+    assert_eq!(cfg(&d, "cleanup.policy"), Some((Some("delete".into()), 1)));
+    // The mode stays fixed: refused, and nothing changes.
+    assert_eq!(
+        call(&b, 1, alter("squall.mode", 0, Some("stateless")))
+            .await
+            .responses[0]
+            .error_code,
+        code::INVALID_CONFIG
+    );
+    assert_eq!(pool().mode, squall_storage::Mode::Versioned);
     // CreatePartitions grows, never shrinks.
     use create_partitions_request::CreatePartitionsTopic;
     let cp = |n: i32| {
