@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! kafka_bench produce --bootstrap 127.0.0.1:9092 [--size 1024] [--records 200000]
-//!     [--partitions 3] [--linger-ms 5] [--rate RECORDS_PER_S] [--topic-config K=V]… [--label L]
+//!     [--partitions 3] [--linger-ms 5] [--rate RECORDS_PER_S] [--topic-config K=V]…
+//!     [--producer-config K=V]… [--label L]
 //! kafka_bench e2e --bootstrap 127.0.0.1:9092 [--records 2000] [--topic-config K=V]… [--label L]
 //! kafka_bench raw-append --dir DIR --total-bytes N [--chunk-bytes 1048576] [--label L]
 //! kafka_bench raw-tcp --total-bytes N [--chunk-bytes 65536] [--label L]
@@ -55,6 +56,7 @@ struct Args {
     rate: Option<f64>,
     e2e: usize,
     topic_configs: Vec<(String, String)>,
+    producer_configs: Vec<(String, String)>,
     label: Option<String>,
     dir: Option<String>,
     total_bytes: usize,
@@ -77,6 +79,7 @@ fn args() -> anyhow::Result<Args> {
         rate: None,
         e2e: 2000,
         topic_configs: Vec::new(),
+        producer_configs: Vec::new(),
         label: None,
         dir: None,
         total_bytes: 0,
@@ -101,6 +104,11 @@ fn args() -> anyhow::Result<Args> {
                 let v = val()?;
                 let (k, x) = v.split_once('=').context("--topic-config KEY=VALUE")?;
                 a.topic_configs.push((k.into(), x.into()));
+            }
+            "--producer-config" => {
+                let v = val()?;
+                let (k, x) = v.split_once('=').context("--producer-config KEY=VALUE")?;
+                a.producer_configs.push((k.into(), x.into()));
             }
             "--label" => a.label = Some(val()?),
             "--dir" => a.dir = Some(val()?),
@@ -244,13 +252,16 @@ async fn produce(
         latencies_us: Mutex::new(Vec::with_capacity(records)),
         ..Acks::default()
     });
-    let p: ThreadedProducer<Ctx> = ClientConfig::new()
-        .set("bootstrap.servers", &a.bootstrap)
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", &a.bootstrap)
         .set("acks", "all")
         .set("linger.ms", a.linger_ms.to_string())
         .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "120000")
-        .create_with_context(Ctx(acks.clone()))?;
+        .set("message.timeout.ms", "120000");
+    for (k, v) in &a.producer_configs {
+        cfg.set(k, v);
+    }
+    let p: ThreadedProducer<Ctx> = cfg.create_with_context(Ctx(acks.clone()))?;
     // Warm up the connection and the topic's metadata so the timed run starts on a ready client.
     p.send(
         BaseRecord::with_opaque_to(&topic, Box::new(Instant::now()))

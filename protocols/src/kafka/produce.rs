@@ -6,7 +6,7 @@
 //! partition held across the put, so a retried batch is either recognised (same offsets returned)
 //! or rejected with the code Kafka uses.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -178,59 +178,87 @@ impl<N: Node> KafkaBroker<N> {
     }
 
     /// Produce v3+. `None` for acks=0 (no response is sent).
+    ///
+    /// The partitions of one request are written concurrently, so their puts share a
+    /// group-commit fsync instead of each waiting for its own one after the other. A request that
+    /// names the same partition twice is served one partition at a time, in request order.
     pub(crate) async fn produce(
         &self,
         req: ProduceRequest,
         _version: i16,
     ) -> Option<ProduceResponse> {
         let acks = req.acks;
-        let mut responses = Vec::with_capacity(req.topic_data.len());
+        let transactional = req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|t| !t.0.is_empty());
+        let distinct = {
+            let mut seen = HashSet::new();
+            req.topic_data.iter().all(|t| {
+                t.partition_data
+                    .iter()
+                    .all(|pd| seen.insert((t.name.0.as_str(), pd.index)))
+            })
+        };
+        let mut topics = Vec::with_capacity(req.topic_data.len());
+        let mut jobs = Vec::new();
         for topic in req.topic_data {
             let name = topic.name.0.as_str().to_string();
             let meta = self.topic(&name);
-            let mut partitions = Vec::with_capacity(topic.partition_data.len());
+            topics.push((topic.name, topic.partition_data.len()));
             for pd in topic.partition_data {
-                let r = if !matches!(acks, -1..=1) {
-                    PartitionResult::err(code::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1")
-                } else if req
-                    .transactional_id
-                    .as_ref()
-                    .is_some_and(|t| !t.0.is_empty())
-                {
-                    PartitionResult::err(
-                        code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                        "transactions are not supported by Squall yet",
-                    )
-                } else {
-                    match &meta {
-                        None => {
-                            PartitionResult::err(code::UNKNOWN_TOPIC_OR_PARTITION, "unknown topic")
-                        }
-                        Some(m) if pd.index < 0 || pd.index as u32 >= m.partitions => {
-                            PartitionResult::err(
+                let (name, meta) = (name.clone(), meta.clone());
+                jobs.push(async move {
+                    let r = if !matches!(acks, -1..=1) {
+                        PartitionResult::err(code::INVALID_REQUIRED_ACKS, "acks must be -1, 0 or 1")
+                    } else if transactional {
+                        PartitionResult::err(
+                            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                            "transactions are not supported by Squall yet",
+                        )
+                    } else {
+                        match &meta {
+                            None => PartitionResult::err(
                                 code::UNKNOWN_TOPIC_OR_PARTITION,
-                                "unknown partition",
-                            )
+                                "unknown topic",
+                            ),
+                            Some(m) if pd.index < 0 || pd.index as u32 >= m.partitions => {
+                                PartitionResult::err(
+                                    code::UNKNOWN_TOPIC_OR_PARTITION,
+                                    "unknown partition",
+                                )
+                            }
+                            Some(m) => self.produce_partition(&name, m, pd.index, pd.records).await,
                         }
-                        Some(m) => self.produce_partition(&name, m, pd.index, pd.records).await,
-                    }
-                };
-                partitions.push(
+                    };
                     PartitionProduceResponse::default()
                         .with_index(pd.index)
                         .with_error_code(r.error)
                         .with_base_offset(r.base_offset)
                         .with_log_append_time_ms(r.log_append_time_ms)
                         .with_log_start_offset(r.log_start_offset)
-                        .with_error_message(r.message.map(|m| sb(&m))),
-                );
+                        .with_error_message(r.message.map(|m| sb(&m)))
+                });
             }
-            responses.push(
-                TopicProduceResponse::default()
-                    .with_name(topic.name)
-                    .with_partition_responses(partitions),
-            );
         }
+        let mut done = if distinct {
+            futures_util::future::join_all(jobs).await
+        } else {
+            let mut done = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                done.push(job.await);
+            }
+            done
+        }
+        .into_iter();
+        let responses = topics
+            .into_iter()
+            .map(|(name, n)| {
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(done.by_ref().take(n).collect())
+            })
+            .collect();
         if acks == 0 {
             return None;
         }
