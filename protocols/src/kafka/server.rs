@@ -1,12 +1,14 @@
 //! The TCP listener and the per-connection handler.
 //!
 //! Each connection reads whole frames (the length is checked against `socket.request.max.bytes`
-//! before the body is buffered), serves them one at a time in arrival order (Kafka requires
-//! responses in request order), and writes the responses. A frame that is invalid, or a request
+//! before the body is buffered), reads ahead while earlier requests run (bounded by
+//! [`IN_FLIGHT_MAX`]; read-only requests run concurrently, every other request alone, in
+//! order), and writes the responses strictly in request order (Kafka requires it). A frame that is invalid, or a request
 //! the broker cannot decode, closes that connection only. A timer task runs the group
 //! coordinator's timeouts. Dropping the [`KafkaServer`] (or [`KafkaServer::shutdown`]) stops
 //! accepting and ends every connection.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,25 +110,72 @@ pub fn serve<N: Node>(
     })
 }
 
-/// Serves one connection until the peer closes it or sends something invalid.
+/// Most requests of one connection read ahead and in progress at once (librdkafka keeps up to
+/// five in flight per connection; Kafka's own `max.in.flight.requests.per.connection` is 5).
+pub const IN_FLIGHT_MAX: usize = 8;
+
+/// Requests that only read (or, like ApiVersions, change nothing): they may run alongside
+/// each other. Every other request is a barrier: it starts only once everything before it on
+/// the connection has finished, and nothing after it starts before it finishes — so produce
+/// order per partition, group operations and "read your own write" on one connection are as
+/// if served one at a time.
+fn read_only(api_key: i16) -> bool {
+    // Fetch 1, ListOffsets 2, Metadata 3, OffsetFetch 9, FindCoordinator 10,
+    // DescribeGroups 15, ListGroups 16, ApiVersions 18, DescribeConfigs 32,
+    // DescribeCluster 60.
+    matches!(api_key, 1 | 2 | 3 | 9 | 10 | 15 | 16 | 18 | 32 | 60)
+}
+
+type Reply = Result<Option<BytesMut>, KafkaError>;
+
+/// The requests of one connection in progress, oldest first; aborted when the connection ends.
+struct InFlight(VecDeque<(bool, JoinHandle<Reply>)>);
+
+impl InFlight {
+    fn has_barrier(&self) -> bool {
+        self.0.iter().any(|(barrier, _)| *barrier)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for (_, h) in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+/// Serves one connection until the peer closes it or sends something invalid. Frames are read
+/// ahead while earlier requests run (at most [`IN_FLIGHT_MAX`]); read-only requests run
+/// concurrently, others one at a time in order (see [`read_only`]); responses go out strictly
+/// in request order, as Kafka requires.
 async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let host = format!("/{}", peer.ip());
+    let host: Arc<str> = Arc::from(format!("/{}", peer.ip()));
     let max = broker.config().request_bytes_max;
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut inflight = InFlight(VecDeque::new());
+    let mut eof = false;
     loop {
+        // Start the next whole frame if the ordering rules allow it now.
+        let mut need_read = false;
         match check_frame(&buf, max) {
             Ok(FrameStatus::Complete { body_len }) => {
-                let mut frame = buf.split_to(PREFIX_BYTES + body_len);
-                let body = frame.split_off(PREFIX_BYTES).freeze();
-                match broker.handle(body, &host).await {
-                    Ok(Some(resp)) => {
-                        if stream.write_all(&resp).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(_) => return,
+                let body = &buf[PREFIX_BYTES..PREFIX_BYTES + body_len];
+                let barrier = body.len() < 2 || !read_only(i16::from_be_bytes([body[0], body[1]]));
+                let can_start = inflight.0.len() < IN_FLIGHT_MAX
+                    && if barrier {
+                        inflight.0.is_empty()
+                    } else {
+                        !inflight.has_barrier()
+                    };
+                if can_start {
+                    let mut frame = buf.split_to(PREFIX_BYTES + body_len);
+                    let body = frame.split_off(PREFIX_BYTES).freeze();
+                    let (broker, host) = (broker.clone(), host.clone());
+                    let task = tokio::spawn(async move { broker.handle(body, &host).await });
+                    inflight.0.push_back((barrier, task));
+                    continue;
                 }
             }
             Ok(FrameStatus::Incomplete { needed }) => {
@@ -134,12 +183,60 @@ async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream,
                 if buf.capacity() < needed {
                     buf.reserve(needed - buf.len());
                 }
-                match stream.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return,
+                need_read = !eof;
+            }
+            Err(_) => {
+                // Answer what came before the bad frame, then close.
+                while let Some((_, h)) = inflight.0.pop_front() {
+                    match h.await {
+                        Ok(Ok(Some(resp))) => {
+                            if stream.write_all(&resp).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(Ok(None)) => {}
+                        _ => return,
+                    }
+                }
+                return;
+            }
+        }
+        if inflight.0.is_empty() {
+            if !need_read {
+                return; // peer closed and nothing left to answer
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+        // Wait for the oldest request (its response goes out next), reading ahead meanwhile.
+        let read_ahead = need_read && inflight.0.len() < IN_FLIGHT_MAX;
+        let front = async {
+            match inflight.0.front_mut() {
+                Some((_, h)) => h.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            done = front => {
+                inflight.0.pop_front();
+                match done {
+                    Ok(Ok(Some(resp))) => {
+                        if stream.write_all(&resp).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(_)) | Err(_) => return,
+                }
+            }
+            r = stream.read_buf(&mut buf), if read_ahead => {
+                match r {
+                    Ok(0) | Err(_) => eof = true,
                     Ok(_) => {}
                 }
             }
-            Err(_) => return,
         }
     }
 }

@@ -1516,3 +1516,124 @@ async fn multi_partition_produce_answers_in_request_order() {
         .collect();
     assert_eq!(got, vec![(0, 0, 2), (1, 0, 3), (0, 0, 4)]);
 }
+
+/// Request pipelining over a real socket: several requests written before any response is
+/// read. Responses must come back strictly in request order with their own correlation ids
+/// (Kafka's rule), produce requests keep their order (offsets 0 then 1), a fetch after them on
+/// the same connection sees both, and read-only requests run concurrently: three long-poll
+/// fetches of 1 s each, pipelined, take well under the 3 s they would take one at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_answer_in_order_and_reads_run_concurrently() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = broker().await;
+    assert_eq!(create(&b, "pipe", 1, &[]).await, 0);
+    assert_eq!(create(&b, "idle", 3, &[]).await, 0);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server = super::server::serve(b.clone(), listener).expect("serve");
+    let mut s = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let framed = |key: ApiKey, version: i16, corr: i32, body: &dyn Fn(&mut BytesMut)| {
+        let mut b = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(corr)
+            .with_client_id(Some(sb("pipe")))
+            .encode(&mut b, key.request_header_version(version))
+            .expect("header");
+        body(&mut b);
+        let mut out = BytesMut::new();
+        out.put_i32(b.len() as i32);
+        out.extend_from_slice(&b);
+        out
+    };
+    let fetch_frame = |corr: i32, topic: &str, p: i32, wait_ms: i32| {
+        framed(ApiKey::Fetch, 12, corr, &|b: &mut BytesMut| {
+            fetch_req(topic, p, 0, wait_ms, 1 << 20)
+                .encode(b, 12)
+                .expect("fetch");
+        })
+    };
+    let produce_frame = |corr: i32, v: &str| {
+        let recs = records(&[("k", v)], 1, -1, -1, -1, Compression::None);
+        framed(ApiKey::Produce, 9, corr, &|b: &mut BytesMut| {
+            produce_req("pipe", 0, recs.clone(), -1)
+                .encode(b, 9)
+                .expect("produce");
+        })
+    };
+    // Three idle long polls (1 s each) and a metadata request, written at once.
+    let mut out = BytesMut::new();
+    for (i, p) in (0..3).enumerate() {
+        out.extend_from_slice(&fetch_frame(10 + i as i32, "idle", p, 1000));
+    }
+    out.extend_from_slice(&framed(ApiKey::Metadata, 12, 13, &|b: &mut BytesMut| {
+        MetadataRequest::default()
+            .with_topics(None)
+            .encode(b, 12)
+            .expect("metadata");
+    }));
+    // Then two produces and a fetch of what they wrote: barriers, in order.
+    out.extend_from_slice(&produce_frame(14, "a"));
+    out.extend_from_slice(&produce_frame(15, "b"));
+    out.extend_from_slice(&fetch_frame(16, "pipe", 0, 0));
+    let started = Instant::now();
+    s.write_all(&out).await.expect("write");
+    let mut bodies = Vec::new();
+    for _ in 10..=16 {
+        let one = async {
+            let len = s.read_i32().await.expect("length") as usize;
+            let mut body = vec![0u8; len];
+            s.read_exact(&mut body).await.expect("body");
+            Bytes::from(body)
+        };
+        let body = tokio::time::timeout(Duration::from_secs(20), one)
+            .await
+            .expect("response in time");
+        bodies.push(body);
+    }
+    let elapsed = started.elapsed();
+    let corrs: Vec<i32> = bodies
+        .iter()
+        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(
+        corrs,
+        (10..=16).collect::<Vec<_>>(),
+        "responses in request order"
+    );
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "three 1 s long polls were served one at a time: {elapsed:?}"
+    );
+    assert!(elapsed >= Duration::from_millis(900), "long polls did wait");
+    let produce_offset = |b: &Bytes| {
+        let mut b = b.clone();
+        ResponseHeader::decode(&mut b, ApiKey::Produce.response_header_version(9)).expect("hdr");
+        let r = ProduceResponse::decode(&mut b, 9).expect("produce response");
+        let p = &r.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    assert_eq!(produce_offset(&bodies[4]), (0, 0));
+    assert_eq!(produce_offset(&bodies[5]), (0, 1));
+    let mut f = bodies[6].clone();
+    ResponseHeader::decode(&mut f, ApiKey::Fetch.response_header_version(12)).expect("hdr");
+    let r = FetchResponse::decode(&mut f, 12).expect("fetch response");
+    let pd = &r.responses[0].partitions[0];
+    assert_eq!((pd.error_code, pd.high_watermark), (0, 2));
+    let mut recs = pd.records.clone().expect("records");
+    let mut values = Vec::new();
+    while recs.has_remaining() {
+        for r in RecordBatchDecoder::decode(&mut recs)
+            .expect("batch")
+            .records
+        {
+            values.push(String::from_utf8_lossy(&r.value.unwrap_or_default()).to_string());
+        }
+    }
+    assert_eq!(values, vec!["a".to_string(), "b".to_string()]);
+    server.shutdown().await;
+}
