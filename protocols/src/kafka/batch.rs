@@ -232,7 +232,20 @@ pub fn with_log_append_time(batch: &[u8], now_ms: i64) -> Bytes {
     b.freeze()
 }
 
-/// The base offset written in a stored batch, if it is long enough to have one.
+/// A stored batch's idempotent-producer fields: (producer id, epoch, base sequence, record
+/// count), read from its header without touching the records.
+pub fn stored_producer(batch: &[u8]) -> Option<(i64, i16, i32, i32)> {
+    (batch.len() >= BATCH_HEADER_BYTES).then(|| {
+        (
+            be_i64(batch, 43),
+            be_i16(batch, 51),
+            be_i32(batch, 53),
+            be_i32(batch, 57),
+        )
+    })
+}
+
+/// The base offset written in a stored batch's header.
 pub fn stored_base_offset(batch: &[u8]) -> Option<i64> {
     (batch.len() >= BATCH_HEADER_BYTES).then(|| be_i64(batch, 0))
 }

@@ -22,6 +22,11 @@ use crate::node::{Node, PutRequest};
 
 /// Batches remembered per producer and partition for duplicate detection (Kafka keeps 5).
 pub const PRODUCER_BATCHES_CACHED: usize = 5;
+/// How far back (in offsets) a partition's producer state is rebuilt from after a restart,
+/// and how many stored batches are read per step while doing it.
+const PRODUCER_REBUILD_OFFSETS_MAX: u64 = 1 << 20;
+const PRODUCER_REBUILD_PAGE_ENTRIES: usize = 4096;
+
 /// Producer ids start here (0 is never handed out).
 const PRODUCER_ID_BASE: i64 = 1000;
 
@@ -41,6 +46,9 @@ pub struct ProducerState {
 pub struct PartitionProducers {
     /// By producer id.
     pub producers: HashMap<i64, ProducerState>,
+    /// Whether the state was rebuilt from the partition's stored batches since this broker
+    /// started (it is, before the first idempotent batch is checked).
+    pub loaded: bool,
 }
 
 /// The verdict for one batch of an idempotent producer.
@@ -97,17 +105,27 @@ impl PartitionProducers {
 
     /// Records a written batch.
     pub fn record(&mut self, b: &BatchInfo, base_offset: i64) {
-        if b.producer_id < 0 {
+        self.record_fields(
+            b.producer_id,
+            b.producer_epoch,
+            b.base_sequence,
+            b.last_sequence(),
+            base_offset,
+        );
+    }
+
+    /// Records a written batch from its producer fields.
+    fn record_fields(&mut self, pid: i64, epoch: i16, first: i32, last: i32, base_offset: i64) {
+        if pid < 0 {
             return;
         }
-        let s = self.producers.entry(b.producer_id).or_default();
-        if b.producer_epoch != s.epoch {
+        let s = self.producers.entry(pid).or_default();
+        if epoch != s.epoch {
             s.recent.clear();
         }
-        s.epoch = b.producer_epoch;
-        s.last_sequence = b.last_sequence();
-        s.recent
-            .push_back((b.base_sequence, b.last_sequence(), base_offset));
+        s.epoch = epoch;
+        s.last_sequence = last;
+        s.recent.push_back((first, last, base_offset));
         while s.recent.len() > PRODUCER_BATCHES_CACHED {
             s.recent.pop_front();
         }
@@ -166,6 +184,46 @@ fn compaction_key(batch: &Bytes) -> Result<Option<Bytes>, String> {
 }
 
 impl<N: Node> KafkaBroker<N> {
+    /// Rebuilds a partition's idempotent-producer state from its newest stored batches (their
+    /// headers keep producer id, epoch and sequences, as Kafka rebuilds it from its log), so a
+    /// producer known before a restart continues its sequence and a retry that straddles the
+    /// restart is answered as a duplicate. Producers whose last batch is more than
+    /// [`PRODUCER_REBUILD_OFFSETS_MAX`] offsets back are unknown again (accepted from any
+    /// sequence, like an expired producer in Kafka).
+    fn rebuild_producers(&self, topic: &str, key: &str, p: &mut PartitionProducers) {
+        p.loaded = true;
+        let Ok(bounds) = self.node.bounds(topic, key) else {
+            return;
+        };
+        let mut from = bounds
+            .next
+            .saturating_sub(PRODUCER_REBUILD_OFFSETS_MAX)
+            .max(bounds.start);
+        // Oldest first, a page at a time, so the newest batch of each producer wins.
+        loop {
+            let Ok(entries) =
+                self.node
+                    .read_from(topic, key, from, usize::MAX, PRODUCER_REBUILD_PAGE_ENTRIES)
+            else {
+                return;
+            };
+            let Some(last) = entries.last() else { return };
+            from = last.version.next_key_version();
+            for e in &entries {
+                if let Some((pid, epoch, first, count)) = super::batch::stored_producer(&e.value) {
+                    if pid >= 0 && first >= 0 && count > 0 {
+                        let last = ((i64::from(first) + i64::from(count) - 1)
+                            % (i64::from(i32::MAX) + 1)) as i32;
+                        p.record_fields(pid, epoch, first, last, e.version.key_version as i64);
+                    }
+                }
+            }
+            if entries.len() < PRODUCER_REBUILD_PAGE_ENTRIES || from >= bounds.next {
+                return;
+            }
+        }
+    }
+
     pub(crate) fn partition_producers(
         &self,
         key: &str,
@@ -305,6 +363,11 @@ impl<N: Node> KafkaBroker<N> {
             Some(p) => Some(p.lock().await),
             None => None,
         };
+        if let Some(g) = guard.as_mut() {
+            if !g.loaded {
+                self.rebuild_producers(topic, &key, g);
+            }
+        }
         let log_append = meta.log_append_time();
         let mut first_base: Option<i64> = None;
         let mut append_ms = -1;

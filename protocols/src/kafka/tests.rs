@@ -1637,3 +1637,62 @@ async fn pipelined_requests_answer_in_order_and_reads_run_concurrently() {
     assert_eq!(values, vec!["a".to_string(), "b".to_string()]);
     server.shutdown().await;
 }
+
+/// Idempotent-producer state survives a broker restart (a new broker over the same node): it is
+/// rebuilt from the stored batches' headers, so a retry of the last batch sent before the
+/// restart is answered with its original offset and not written again, the producer continues
+/// at its next sequence, and a gap or an older epoch is still refused.
+#[tokio::test]
+async fn producer_sequences_survive_a_broker_restart() {
+    let node = Arc::new(MemNode::default());
+    let b = Arc::new(
+        KafkaBroker::new(node.clone(), KafkaConfig::default())
+            .await
+            .expect("broker"),
+    );
+    assert_eq!(create(&b, "idem", 1, &[]).await, 0);
+    let batch = |vals: &[(&str, &str)], epoch: i16, seq: i32| {
+        records(vals, 1, 4242, epoch, seq, Compression::None)
+    };
+    assert_eq!(
+        produce(&b, "idem", 0, batch(&[("k", "a"), ("k", "b")], 3, 0)).await,
+        (0, 0)
+    );
+    assert_eq!(
+        produce(&b, "idem", 0, batch(&[("k", "c")], 3, 2)).await,
+        (0, 2)
+    );
+    drop(b);
+    let b = Arc::new(
+        KafkaBroker::new(node.clone(), KafkaConfig::default())
+            .await
+            .expect("restarted broker"),
+    );
+    // The retry of the last batch: its original offset, nothing written.
+    assert_eq!(
+        produce(&b, "idem", 0, batch(&[("k", "c")], 3, 2)).await,
+        (0, 2)
+    );
+    // An older sequence, a gap, an older epoch: refused as before the restart.
+    assert_eq!(
+        produce(&b, "idem", 0, batch(&[("k", "x")], 3, 1)).await.0,
+        code::DUPLICATE_SEQUENCE_NUMBER
+    );
+    assert_eq!(
+        produce(&b, "idem", 0, batch(&[("k", "x")], 3, 9)).await.0,
+        code::OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    assert_eq!(
+        produce(&b, "idem", 0, batch(&[("k", "x")], 2, 3)).await.0,
+        code::INVALID_PRODUCER_EPOCH
+    );
+    // The sequence continues.
+    assert_eq!(
+        produce(&b, "idem", 0, batch(&[("k", "d")], 3, 3)).await,
+        (0, 3)
+    );
+    let (_, hw, recs) = fetch(&b, "idem", 0, 0).await;
+    assert_eq!(hw, 4);
+    let values: Vec<&str> = recs.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values, vec!["a", "b", "c", "d"], "nothing written twice");
+}
