@@ -3,6 +3,7 @@
 //! * a Cyclone writer's samples become versions of `pool/instance` (CDR bytes with header, source
 //!   timestamp as sensor time) and a late-joining Cyclone reader gets the current value of every
 //!   instance from Squall after that writer has exited (TRANSIENT_LOCAL served by the broker);
+//!   the writer's loss is recorded as a `writer_lost` event in `<pool>.events`, not a tombstone;
 //! * a put from another face reaches a live Cyclone reader exactly once, a tombstone reaches it
 //!   as a dispose, and nothing the face stored from DDS is sent back to DDS;
 //! * versions written by a Cyclone writer can be read back by time (`get_at`).
@@ -95,6 +96,25 @@ async fn cyclone_writer_to_late_joining_reader_after_writer_exit() {
         0,
         "nothing re-published to live readers"
     );
+    // The loss is recorded as an event of each instance, not as a tombstone: the value stays.
+    for k in ["FP1", "FP2"] {
+        let ev = eventually(Duration::from_secs(5), "writer_lost event", || {
+            node.read_from("flightplans.events", k, 0, usize::MAX, 100)
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .await;
+        let j: serde_json::Value = serde_json::from_slice(&ev[0].value).unwrap();
+        assert_eq!(j["event"], "writer_lost", "{j}");
+        assert!(j["writer"].as_str().unwrap().starts_with("dds:"), "{j}");
+        let e = node.get("flightplans", k).unwrap();
+        assert!(!e.tombstone);
+        assert_eq!(
+            route_of(&ty, &e.value),
+            "R-3",
+            "the value is kept after the writer left"
+        );
+    }
 
     let r = Peer::start(
         "late-reader",

@@ -190,7 +190,7 @@ impl DdsTopicConfig {
             return bad("type_name must have 1..=256 bytes".into());
         }
         let pool_ok = !self.pool.is_empty()
-            && self.pool.len() + ".owners".len() <= POOL_NAME_BYTES_MAX
+            && self.pool.len() + ".events".len() <= POOL_NAME_BYTES_MAX
             && self
                 .pool
                 .bytes()
@@ -263,6 +263,13 @@ impl DdsTopicConfig {
             durable: self.durability == Durability::Persistent,
             ..PoolConfig::default()
         }
+    }
+
+    /// The versioned pool recording per instance what is not a sample: a writer lost (deleted,
+    /// or its participant's lease expired), with the writer and the reason, as JSON. Not a
+    /// tombstone: the instance keeps its value (late joiners still get it).
+    pub fn events_pool(&self) -> String {
+        format!("{}.events", self.pool)
     }
 
     /// Versions kept per key for KEEP_LAST n on a versioned pool (older ones are truncated).

@@ -237,6 +237,16 @@ impl DdsFace {
                 }
                 Err(e) => return Err(e.into()),
             }
+            let events = squall_storage::PoolConfig {
+                name: t.events_pool(),
+                mode: squall_storage::Mode::Versioned,
+                durable: t.pool_config().durable,
+                ..squall_storage::PoolConfig::default()
+            };
+            match node.create_pool(events).await {
+                Ok(()) | Err(NodeError::PoolExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let participant = DomainParticipantBuilder::new(config.domain_id)
             .with_only_networks(config.interfaces.clone())
@@ -414,11 +424,13 @@ async fn discovery_task<N: Node>(
             }
             Status::WriterLost { guid, reason } => {
                 info!("dds: writer {} lost ({reason:?})", writer_name(guid));
-                writers_lost(&shared, |g| *g == guid).await;
+                let why = format!("writer lost: {reason:?}");
+                writers_lost(&shared, |g| *g == guid, &why).await;
             }
             Status::ParticipantLost { id, reason } => {
                 info!("dds: participant {id:?} lost ({reason:?})");
-                writers_lost(&shared, |g| g.prefix == id).await;
+                let why = format!("participant lost: {reason:?}");
+                writers_lost(&shared, |g| g.prefix == id, &why).await;
             }
             _ => {}
         }
@@ -427,7 +439,11 @@ async fn discovery_task<N: Node>(
 
 /// Marks matching writers dead, releases what they owned and, on topics the face shares with
 /// DDS writers, takes over their instances so late joiners are still served.
-async fn writers_lost<N: Node>(shared: &Arc<Shared<N>>, which: impl Fn(&GUID) -> bool) {
+async fn writers_lost<N: Node>(
+    shared: &Arc<Shared<N>>,
+    which: impl Fn(&GUID) -> bool,
+    reason: &str,
+) {
     let lost: Vec<(GUID, String)> = {
         let mut w = shared.writers.lock().unwrap_or_else(|p| p.into_inner());
         w.iter_mut()
@@ -454,12 +470,38 @@ async fn writers_lost<N: Node>(shared: &Arc<Shared<N>>, which: impl Fn(&GUID) ->
             if let Some(i) = st.instances.get_mut(&key) {
                 i.last_writer = None;
             }
+            record_event(shared, rt, &key, "writer_lost", guid, reason).await;
             if rt.cfg.ownership == OwnershipKind::Exclusive {
                 release(shared, rt, &key, guid).await;
             }
             if rt.cfg.bridges_same_topic() && rt.cfg.durability != Durability::Volatile {
                 st.orphans.insert(key);
             }
+        }
+    }
+}
+
+/// Records an instance event (not a sample: the instance keeps its value) in the topic's
+/// events pool, as JSON `{"event", "writer", "reason"}`, at the platform time it was noticed.
+async fn record_event<N: Node>(
+    shared: &Shared<N>,
+    rt: &TopicRt,
+    key: &str,
+    event: &str,
+    writer: GUID,
+    reason: &str,
+) {
+    let body = serde_json::json!({
+        "event": event,
+        "writer": writer_name(writer),
+        "reason": reason,
+    });
+    let req = PutRequest::new(rt.cfg.events_pool(), key, Bytes::from(body.to_string()));
+    match shared.node.put(req).await {
+        Ok(_) => bump(&shared.stats.events_recorded),
+        Err(e) => {
+            bump(&shared.stats.node_errors);
+            warn!("dds: event {event} of {}/{key}: {e}", rt.cfg.pool);
         }
     }
 }

@@ -35,6 +35,8 @@ counters! {
     ownership_changes,
     /// Remote writers (or their participants) lost.
     writers_lost,
+    /// Instance events recorded in `<pool>.events` (writer lost).
+    events_recorded,
     /// Remote writers seen on topics the face does not serve.
     unknown_topic_writers,
     /// Samples and disposes the face published to DDS.
