@@ -583,3 +583,33 @@ fn compacted_key_keeps_its_start_across_restarts_and_log_retention() {
         r.compact_log().unwrap();
     }
 }
+
+/// A crash after the log rolled into a new segment but before the group commit's fsync: the
+/// kernel may have written the new segment's records back while the old segment's tail never
+/// reached the disk. Recovery must still open (nothing there was acknowledged), which holds only
+/// if the old segment is synced before the first write to the next one.
+#[test]
+fn crash_after_roll_before_fsync_still_opens() {
+    let fs = SimFs::new();
+    let s = open(sim_config(&fs, 4096)).unwrap();
+    let a = LocalSequencer
+        .submit(&s, Op::CreatePool(durable_pool("d")), 1)
+        .unwrap();
+    s.wait_durable(a.lsn.unwrap()).unwrap();
+    let acked = write_acked(&s, 10, 10);
+    // Nobody waits from here on, so group commit never syncs: only the rolls may.
+    for i in 0..400u64 {
+        LocalSequencer
+            .submit(&s, put_op(&format!("k{}", i % 5), vec![b'x'; 100]), 100 + i)
+            .unwrap();
+    }
+    assert!(
+        fs.paths().len() > 3,
+        "the writes must span several segments"
+    );
+    for keep in [0usize, 1, 7, 50, 99, 150, 300, 1000] {
+        let r = open(sim_config(&fs.crash_image(keep), 4096))
+            .unwrap_or_else(|e| panic!("keeping {keep} unsynced bytes: {e}"));
+        assert_has(&r, &acked);
+    }
+}

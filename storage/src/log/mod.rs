@@ -494,7 +494,7 @@ impl Log {
             if let Err(e2) = seg.file.set_len(pos) {
                 let msg = format!("could not cut back a failed write: {e2}");
                 w.failed = Some(msg.clone());
-                lock(&self.sh.st).failed = Some(msg);
+                self.fail(msg);
             }
             return Err(err);
         }
@@ -513,17 +513,40 @@ impl Log {
         Ok(lsn)
     }
 
+    /// Turns the log read-only with `msg` and fails everyone waiting for durability (the
+    /// committer stops syncing once the log failed, so nobody else would answer them).
+    fn fail(&self, msg: String) {
+        let waiters = {
+            let mut st = lock(&self.sh.st);
+            st.failed = Some(msg.clone());
+            std::mem::take(&mut st.waiters)
+        };
+        for cb in waiters.into_values().flatten() {
+            cb(Err(StorageError::LogFailed(msg.clone())));
+        }
+    }
+
     /// Closes the active segment and starts the next one.
     fn roll(&self, w: &mut Writer) -> Result<(), StorageError> {
         let fs = &self.sh.config.fs;
+        // The old segment is synced before the next one exists: otherwise a crash could keep
+        // the new segment's records (written back by the kernel) but lose the old one's unsynced
+        // tail, a hole recovery must treat as corruption. One extra fsync per segment.
+        if let Some(old) = w.segs.last() {
+            if self.sh.config.sync == SyncPolicy::Never {
+                w.to_sync.push(old.file.clone());
+            } else if let Err(e) = old.file.sync() {
+                let msg = format!("fsync of {} failed: {e}", old.path.display());
+                w.failed = Some(msg.clone());
+                self.fail(msg);
+                return Err(StorageError::io(old.path.display().to_string(), &e));
+            }
+        }
         let path = self.sh.config.dir.join(seg_name(w.next_lsn));
         let ps = path.display().to_string();
         let file = fs
             .open(&path, true)
             .map_err(|e| StorageError::io(&ps, &e))?;
-        if let Some(old) = w.segs.last() {
-            w.to_sync.push(old.file.clone());
-        }
         w.dir_dirty = true;
         w.segs.push(Segment {
             base: w.next_lsn,
