@@ -62,18 +62,32 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     // Log retention: without it the log only grows.
-    let compactor = tokio::spawn(compact_log_periodically(
-        node.clone(),
-        Duration::from_millis(cfg.storage.compact_interval_ms),
-        shutdown_rx.clone(),
-    ));
+    let compactor = {
+        let node = node.clone();
+        tokio::spawn(periodically(
+            "log compaction",
+            Duration::from_millis(cfg.storage.compact_interval_ms),
+            shutdown_rx.clone(),
+            move || {
+                let node = node.clone();
+                async move { node.compact_log().await }
+            },
+        ))
+    };
 
     // Retention without writes (age retention would otherwise wait for the next write).
-    let retainer = tokio::spawn(retain_periodically(
-        node.clone(),
-        Duration::from_millis(RETAIN_INTERVAL_MS),
-        shutdown_rx.clone(),
-    ));
+    let retainer = {
+        let node = node.clone();
+        tokio::spawn(periodically(
+            "retention",
+            Duration::from_millis(RETAIN_INTERVAL_MS),
+            shutdown_rx.clone(),
+            move || {
+                let node = node.clone();
+                async move { node.run_retention().await }
+            },
+        ))
+    };
 
     println!("squall: ready (Ctrl-C or SIGTERM to stop)");
     wait_for_signal().await?;
@@ -99,25 +113,31 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs log retention (`LocalNode::compact_log`) every `interval` until `shutdown` turns true
-/// (or its sender is gone). A failed round is reported on stderr and retried next round; the
-/// store stays consistent either way (a checkpoint is written before any segment is deleted).
-pub(crate) async fn compact_log_periodically(
-    node: Arc<LocalNode>,
+/// Runs `round` every `interval` until `shutdown` turns true (or its sender is gone); the first
+/// round runs one interval after start. A failed round is reported on stderr as `what` failed
+/// and retried next round. Used for log compaction (a checkpoint is written before any segment
+/// is deleted, so the store stays consistent either way) and for retention.
+pub(crate) async fn periodically<F, Fut, T, E>(
+    what: &'static str,
     interval: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick fires at once; the first round runs one interval after start.
+    // The first tick fires at once.
     tick.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = node.compact_log().await {
-            eprintln!("squall: log compaction failed (retrying in {interval:?}): {e:#}");
+        if let Err(e) = round().await {
+            eprintln!("squall: {what} failed (retrying in {interval:?}): {e:#}");
         }
     }
 }
@@ -126,27 +146,6 @@ pub(crate) async fn compact_log_periodically(
 /// `log.retention.check.interval.ms`, 5 minutes by default; a second keeps tests short and
 /// costs a scan of the keys when nothing is due).
 const RETAIN_INTERVAL_MS: u64 = 1000;
-
-/// Applies retention (`LocalNode::run_retention`) every `interval` until `shutdown` turns
-/// true. A failed round is reported on stderr and retried next round.
-pub(crate) async fn retain_periodically(
-    node: Arc<LocalNode>,
-    interval: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = node.run_retention().await {
-            eprintln!("squall: retention failed (retrying in {interval:?}): {e}");
-        }
-    }
-}
 
 async fn wait_for_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -198,11 +197,18 @@ mod tests {
         );
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(compact_log_periodically(
-            node.clone(),
-            Duration::from_millis(10),
-            stop_rx,
-        ));
+        let task = {
+            let node = node.clone();
+            tokio::spawn(periodically(
+                "log compaction",
+                Duration::from_millis(10),
+                stop_rx,
+                move || {
+                    let node = node.clone();
+                    async move { node.compact_log().await }
+                },
+            ))
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while node.log_segments() > 2 {
             assert!(
