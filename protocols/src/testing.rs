@@ -312,15 +312,7 @@ impl Node for MemNode {
                     }),
                     other => NodeError::Storage(other.to_string()),
                 })?;
-            let ok = match req.expect {
-                Expect::Any | Expect::Owned { version: None, .. } => true,
-                Expect::Absent => newest.is_none_or(|(_, tomb)| tomb),
-                Expect::Version(v)
-                | Expect::Owned {
-                    version: Some(v), ..
-                } => newest.is_some_and(|(kv, _)| kv == v),
-            };
-            if !ok {
+            if !req.expect.holds(newest) {
                 return Err(NodeError::Conflict {
                     current: newest.map(|(kv, _)| kv),
                 });

@@ -592,15 +592,7 @@ impl Store {
                     Ok(o) => o,
                     Err(e) => fail!(e),
                 };
-                let ok = match expect {
-                    Expect::Any | Expect::Owned { version: None, .. } => true,
-                    Expect::Absent => newest.is_none_or(|(_, tomb)| tomb),
-                    Expect::Version(v)
-                    | Expect::Owned {
-                        version: Some(v), ..
-                    } => newest.is_some_and(|(kv, _)| kv == v),
-                };
-                if !ok {
+                if !expect.holds(newest) {
                     fail!(StorageError::Conflict {
                         current: newest.map(|(kv, _)| kv)
                     });

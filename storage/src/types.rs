@@ -161,6 +161,22 @@ pub enum Expect {
     },
 }
 
+impl Expect {
+    /// Whether the condition holds for a key whose newest version is `newest`
+    /// (`(key_version, tombstone)`, `None` for a key never written). Ownership is arbitrated
+    /// apart from this (see [`crate::owner::arbitrate`]).
+    pub fn holds(&self, newest: Option<(u64, bool)>) -> bool {
+        match *self {
+            Expect::Any | Expect::Owned { version: None, .. } => true,
+            Expect::Absent => newest.is_none_or(|(_, tomb)| tomb),
+            Expect::Version(v)
+            | Expect::Owned {
+                version: Some(v), ..
+            } => newest.is_some_and(|(kv, _)| kv == v),
+        }
+    }
+}
+
 /// A mutation, as it travels through the ordering seam. Applying the same stamped sequence of
 /// ops yields the same store on every replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
