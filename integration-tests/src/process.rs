@@ -173,6 +173,13 @@ impl Squall {
         }
     }
 
+    /// The Kafka bootstrap address, e.g. `127.0.0.1:41235` (an error if the Kafka face did not
+    /// print where it listens).
+    pub fn kafka_bootstrap(&self) -> anyhow::Result<String> {
+        let a = self.addrs.get("kafka").context("no kafka address")?;
+        Ok(a.to_string())
+    }
+
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

@@ -123,7 +123,7 @@ fn kafka_and_dds_bridge_both_ways() {
         &["--config", cfg.to_str().unwrap()],
     )
     .unwrap();
-    let bootstrap = node.addrs.get("kafka").expect("kafka address").to_string();
+    let bootstrap = node.kafka_bootstrap().unwrap();
     let base = node.http_url();
     let agent = http_agent();
 

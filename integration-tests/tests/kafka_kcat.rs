@@ -26,11 +26,7 @@ fn kcat_metadata_produce_consume() -> anyhow::Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let s = Squall::start(dir.path(), &[])?;
-    let addr = s
-        .addrs
-        .get("kafka")
-        .context("no kafka address")?
-        .to_string();
+    let addr = s.kafka_bootstrap()?;
 
     // Debian's kcat is built without libzstd, so zstd is covered by the rdkafka tests instead.
     for codec in ["none", "gzip", "snappy", "lz4"] {

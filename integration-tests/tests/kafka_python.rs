@@ -49,11 +49,7 @@ fn kafka_python_produces_consumes_and_commits() -> anyhow::Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let s = Squall::start(dir.path(), &[])?;
-    let addr = s
-        .addrs
-        .get("kafka")
-        .context("no kafka address")?
-        .to_string();
+    let addr = s.kafka_bootstrap()?;
     let out = Command::new("timeout")
         .args(["120", "python3", "-c", SCRIPT, &addr])
         .output()

@@ -26,11 +26,8 @@ const WAIT: Duration = Duration::from_secs(30);
 fn start() -> anyhow::Result<(Squall, String, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let s = Squall::start(dir.path(), &[])?;
-    let addr = *s
-        .addrs
-        .get("kafka")
-        .context("squall did not print its kafka address")?;
-    Ok((s, addr.to_string(), dir))
+    let addr = s.kafka_bootstrap()?;
+    Ok((s, addr, dir))
 }
 
 fn admin(bootstrap: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
@@ -379,11 +376,7 @@ async fn compacted_topic_reads_from_zero_and_keeps_its_start_across_restart() ->
 {
     let dir = tempfile::tempdir()?;
     let mut s = Squall::start(dir.path(), &[])?;
-    let bootstrap = s
-        .addrs
-        .get("kafka")
-        .context("no kafka address")?
-        .to_string();
+    let bootstrap = s.kafka_bootstrap()?;
     create_topic(
         &admin(&bootstrap)?,
         "cz",
@@ -423,11 +416,7 @@ async fn compacted_topic_reads_from_zero_and_keeps_its_start_across_restart() ->
     tokio::task::block_in_place(|| check(&bootstrap, "cz-1"))?;
     s.kill()?;
     let s2 = Squall::start(dir.path(), &[])?;
-    let bootstrap = s2
-        .addrs
-        .get("kafka")
-        .context("no kafka address")?
-        .to_string();
+    let bootstrap = s2.kafka_bootstrap()?;
     tokio::task::block_in_place(|| check(&bootstrap, "cz-2"))?;
     Ok(())
 }
