@@ -32,4 +32,8 @@ pub enum Error {
     /// A frame is malformed (bad checksum, unknown tag, length beyond a limit).
     #[error("invalid frame: {0}")]
     InvalidFrame(&'static str),
+    /// The driver's file persistence (`net::FilePersist`) failed or found a damaged file;
+    /// the text names the file (and the offset, for damage).
+    #[error("persistence: {0}")]
+    Persist(String),
 }

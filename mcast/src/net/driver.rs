@@ -14,9 +14,19 @@
 //!   out together, nothing waits to fill a batch.
 //! * `Deliver`, `InstallView`, `InstallSnapshot`, `CaptureSnapshot` — handed to the
 //!   [`Application`] in order.
-//! * `Persist` / `PersistControl` — served by [`MemPersist`]: **in memory only** (records are
-//!   kept, then confirmed at once). A process that dies loses them, so a restarted member
-//!   must rejoin as a new member with state transfer; this is not the durable mode.
+//! * `Persist` / `PersistControl` — with [`Driver::new`], served by [`MemPersist`]: **in
+//!   memory only** (records are kept, then confirmed at once). A process that dies loses
+//!   them, so a restarted member must rejoin as a new member with state transfer. With
+//!   [`Driver::new_durable`] (the durable mode), by a [`FilePersist`]: deliveries, control
+//!   records, founding installs and installed snapshots are queued as they come out, handed
+//!   to its writer thread after every drain, and confirmed to the node (`persisted`,
+//!   `control_persisted`) only when the writer reports the group fsynced: the caller's
+//!   loop waits on [`Driver::persist_done`] beside the transport and feeds the report to
+//!   [`Driver::on_persist_done`] ([`Driver::step`] does both).
+//!
+//! State-transfer snapshots carry, ahead of the application's bytes, the timestamp of the
+//! last delivery they cover (`phys_us u64 | logical u32`, little-endian), so that a member
+//! that installed one knows its log's end timestamp ([`crate::Recovered::log`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -24,10 +34,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
+use super::persist::{FilePersist, PersistDone};
 use super::transport::{Transport, TransportEvent};
 use crate::action::{Action, ControlRecord, Delivery, ViewInfo};
 use crate::codec;
 use crate::error::Error;
+use crate::hlc::Hlc;
 use crate::messages::{DataBatch, DataMsg, Message, Row};
 use crate::node::{Node, Status};
 use crate::types::{Epoch, MsgId, NodeId, ShardId, Version};
@@ -38,6 +50,8 @@ pub const DATA_MERGE_BYTES_MAX: usize = 1 << 20;
 pub const EVENTS_PER_BATCH_MAX: usize = 4096;
 /// Control records [`MemPersist`] keeps (older ones are dropped; they are only for reports).
 pub const CONTROL_RECORDS_KEPT: usize = 1024;
+/// Bytes the driver puts ahead of a snapshot: the timestamp of its last delivery.
+pub const SNAPSHOT_TS_BYTES: usize = 12;
 
 /// What the application does with the node's outputs.
 pub trait Application {
@@ -51,6 +65,8 @@ pub trait Application {
     fn view_installed(&mut self, _now_us: u64, _view: &ViewInfo) {}
     /// The node left (`left == true`) or was removed from the group.
     fn removed(&mut self, _left: bool) {}
+    /// Durable mode: every delivery of `shard` up to `upto` is on disk (fsynced).
+    fn persisted(&mut self, _shard: ShardId, _upto: Version) {}
 }
 
 /// Wall-clock microseconds that never go backwards.
@@ -109,6 +125,10 @@ pub struct DriverStats {
     pub refused: u64,
     /// Deliveries handed to the application.
     pub delivered: u64,
+    /// Durable mode: group commits reported done by the persistence writer.
+    pub persist_groups: u64,
+    /// Snapshots from a peer too short to carry the driver's timestamp prefix.
+    pub bad_snapshots: u64,
     /// `PeerLost` events fed to the node.
     pub peers_lost: u64,
 }
@@ -167,8 +187,12 @@ pub struct Driver<T: Transport, A: Application> {
     pub transport: T,
     /// The application.
     pub app: A,
-    /// The in-memory persistence.
+    /// The in-memory persistence (used when there is no file persistence).
     pub persist: MemPersist,
+    file: Option<FilePersist>,
+    persist_failed: Option<String>,
+    /// Timestamp of the last delivery (or installed snapshot) of this node's shard.
+    last_ts: Hlc,
     clock: WallClock,
     data_out: BTreeMap<NodeId, Vec<DataRun>>,
     rows_out: BTreeMap<NodeId, Arc<Row>>,
@@ -193,11 +217,25 @@ impl<T: Transport, A: Application> Driver<T, A> {
     /// Wraps a node created by the caller (with a time from [`WallClock`]) and carries out
     /// the actions it already emitted.
     pub fn new(node: Node, transport: T, app: A) -> Self {
+        Self::build(node, transport, app, None)
+    }
+
+    /// Like [`Driver::new`] for the durable mode: persistence goes to `file` (opened by the
+    /// caller, whose recovery the node and the application were built from).
+    pub fn new_durable(node: Node, transport: T, app: A, file: FilePersist) -> Self {
+        Self::build(node, transport, app, Some(file))
+    }
+
+    fn build(node: Node, transport: T, app: A, file: Option<FilePersist>) -> Self {
+        let last_ts = file.as_ref().map(|f| f.log_end().1).unwrap_or_default();
         let mut d = Driver {
             node,
             transport,
             app,
             persist: MemPersist::default(),
+            file,
+            persist_failed: None,
+            last_ts,
             clock: WallClock::default(),
             data_out: BTreeMap::new(),
             rows_out: BTreeMap::new(),
@@ -224,6 +262,48 @@ impl<T: Transport, A: Application> Driver<T, A> {
     /// True once the node was removed from the group or left.
     pub fn is_removed(&self) -> bool {
         self.removed
+    }
+
+    /// Durable mode: why persistence failed (the member must stop: nothing more of it
+    /// will be confirmed).
+    pub fn persist_failed(&self) -> Option<&str> {
+        self.persist_failed.as_deref()
+    }
+
+    /// The file persistence, in durable mode.
+    pub fn file_persist(&mut self) -> Option<&mut FilePersist> {
+        self.file.as_mut()
+    }
+
+    /// Waits for the persistence writer's next report (never returns without file
+    /// persistence). Feed it to [`Driver::on_persist_done`].
+    pub async fn persist_done(&mut self) -> PersistDone {
+        file_done(self.file.as_mut()).await
+    }
+
+    /// Confirms to the node what a group commit made durable (and takes any further reports
+    /// that are ready). Call [`Driver::flush`] after it.
+    pub fn on_persist_done(&mut self, done: PersistDone) {
+        let now = self.clock.now_us();
+        let mut next = Some(done);
+        while let Some(d) = next {
+            self.stats.persist_groups += 1;
+            if let Some(f) = d.failed {
+                if self.persist_failed.is_none() {
+                    self.persist_failed = Some(f);
+                }
+                return;
+            }
+            for t in d.control_tokens {
+                self.node.control_persisted(now, t);
+            }
+            for (shard, upto) in d.persisted {
+                self.app.persisted(shard, upto);
+                self.node.persisted(now, shard, upto);
+            }
+            self.drain_actions_at(now);
+            next = self.file.as_mut().and_then(|f| f.try_done());
+        }
     }
 
     /// Feeds one transport event to the node (call [`Driver::flush`] after a batch).
@@ -307,6 +387,7 @@ impl<T: Transport, A: Application> Driver<T, A> {
                 self.handle(ev);
                 self.pump();
             }
+            done = file_done(self.file.as_mut()) => self.on_persist_done(done),
             _ = tokio::time::sleep(wait) => {}
         }
         self.tick_if_due();
@@ -314,7 +395,8 @@ impl<T: Transport, A: Application> Driver<T, A> {
         true
     }
 
-    /// Drains the node's actions and sends everything gathered (merged data, newest rows).
+    /// Drains the node's actions and sends everything gathered (merged data, newest rows),
+    /// and hands the queued writes to the persistence writer.
     pub fn flush(&mut self) {
         loop {
             self.drain_actions();
@@ -327,6 +409,9 @@ impl<T: Transport, A: Application> Driver<T, A> {
                 let me = self.node.id();
                 self.node.handle_message(now, me, m);
             }
+        }
+        if let Some(f) = self.file.as_mut() {
+            f.submit();
         }
         self.stats.batches += 1;
     }
@@ -345,17 +430,38 @@ impl<T: Transport, A: Application> Driver<T, A> {
                 Action::Send { to, msg } => self.gather(to, msg),
                 Action::Deliver(d) => {
                     self.stats.delivered += 1;
+                    self.last_ts = d.ts;
+                    if let Some(f) = self.file.as_mut() {
+                        f.append_entry(&d);
+                    }
                     self.app.deliver(deliver_now, &d);
                 }
-                Action::Persist { shard, upto } => {
-                    self.persist.flushed.insert(shard, upto);
-                    self.node.persisted(now, shard, upto);
-                }
-                Action::PersistControl { token, record } => {
-                    self.persist.record(record);
-                    self.node.control_persisted(now, token);
-                }
+                Action::Persist { shard, upto } => match self.file.as_mut() {
+                    // Confirmed when the writer reports the group durable.
+                    Some(f) => f.request_persisted(shard, upto),
+                    None => {
+                        self.persist.flushed.insert(shard, upto);
+                        self.app.persisted(shard, upto);
+                        self.node.persisted(now, shard, upto);
+                    }
+                },
+                Action::PersistControl { token, record } => match self.file.as_mut() {
+                    Some(f) => f.append_control(token, &record),
+                    None => {
+                        self.persist.record(record);
+                        self.node.control_persisted(now, token);
+                    }
+                },
                 Action::InstallView(v) => {
+                    if let (Some(f), Some(s), false) =
+                        (self.file.as_mut(), v.my_shard, v.needs_state)
+                    {
+                        // A founding member of its shard holds the (empty) state from here
+                        // on; a survivor's log simply goes on.
+                        if f.holds() != Some(s) {
+                            f.found(s);
+                        }
+                    }
                     self.app.view_installed(now, &v);
                 }
                 Action::CaptureSnapshot {
@@ -364,16 +470,35 @@ impl<T: Transport, A: Application> Driver<T, A> {
                     version,
                 } => {
                     let data = self.app.capture_snapshot(shard, version);
-                    self.node.snapshot_ready(now, epoch, shard, data);
+                    let mut b = BytesMut::with_capacity(SNAPSHOT_TS_BYTES + data.len());
+                    b.extend_from_slice(&self.last_ts.phys_us.to_le_bytes());
+                    b.extend_from_slice(&self.last_ts.logical.to_le_bytes());
+                    b.extend_from_slice(&data);
+                    self.node.snapshot_ready(now, epoch, shard, b.freeze());
                 }
                 Action::InstallSnapshot {
                     shard,
                     version,
                     data,
                 } => {
+                    let (ts, data) = match split_snapshot(&data) {
+                        Some(x) => x,
+                        None => {
+                            // Not from a driver like this one: no timestamp to keep.
+                            self.stats.bad_snapshots += 1;
+                            (Hlc::default(), data)
+                        }
+                    };
+                    self.last_ts = ts;
                     self.app.install_snapshot(shard, version, &data);
-                    self.persist.flushed.insert(shard, version);
-                    self.node.persisted(now, shard, version);
+                    match self.file.as_mut() {
+                        Some(f) => f.install_snapshot(shard, version, ts, &data),
+                        None => {
+                            self.persist.flushed.insert(shard, version);
+                            self.app.persisted(shard, version);
+                            self.node.persisted(now, shard, version);
+                        }
+                    }
                 }
                 Action::PersistenceFrontier { .. } | Action::StabilityFrontier { .. } => {}
                 Action::Evicted => {
@@ -484,6 +609,36 @@ impl<T: Transport, A: Application> Driver<T, A> {
         codec::encode(msg, &mut self.scratch);
         self.scratch.split().freeze()
     }
+}
+
+/// The persistence writer's next report (pending forever without file persistence).
+async fn file_done(file: Option<&mut FilePersist>) -> PersistDone {
+    match file {
+        Some(f) => match f.done().await {
+            Some(d) => d,
+            None => PersistDone {
+                failed: Some("the persistence writer stopped".into()),
+                ..PersistDone::default()
+            },
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Splits a snapshot into the driver's timestamp prefix and the application's bytes.
+fn split_snapshot(data: &Bytes) -> Option<(Hlc, Bytes)> {
+    let p = data.get(..SNAPSHOT_TS_BYTES)?;
+    let mut phys = [0u8; 8];
+    phys.copy_from_slice(&p[..8]);
+    let mut logical = [0u8; 4];
+    logical.copy_from_slice(&p[8..12]);
+    Some((
+        Hlc {
+            phys_us: u64::from_le_bytes(phys),
+            logical: u32::from_le_bytes(logical),
+        },
+        data.slice(SNAPSHOT_TS_BYTES..),
+    ))
 }
 
 fn msg_bytes(m: &DataMsg) -> usize {
