@@ -42,3 +42,18 @@ if ! python3 -c "import kafka" >/dev/null 2>&1; then
 fi
 command -v kcat >/dev/null 2>&1 && echo "kcat: $(kcat -V 2>&1 | head -1)"
 python3 -c "import kafka; print('kafka-python', kafka.__version__)" 2>/dev/null || true
+
+# RDMA transport of mcast (feature `rdma`, off by default; docs/MCAST.md "RDMA"): the `ibverbs`
+# crate runs cmake over its vendored rdma-core and bindgen (libclang) to make its bindings, and
+# links the system libibverbs. No RDMA device is needed to build it or run its unit tests.
+echo "== install: cmake, libclang, libnl and libibverbs-dev for the rdma feature's build"
+if command -v apt-get >/dev/null 2>&1; then
+    need=""
+    for p in cmake pkg-config libclang-dev libnl-3-dev libnl-route-3-dev libibverbs-dev; do
+        dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
+    done
+    if [ -n "$need" ]; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null) \
+            || echo "!! apt-get install$need failed; the rdma feature's build will fail"
+    fi
+fi

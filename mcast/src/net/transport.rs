@@ -61,9 +61,9 @@ pub struct TransportStats {
     pub connects: u64,
 }
 
-/// A way to move frames between members. TCP is [`TcpTransport`](super::TcpTransport); an
-/// RDMA transport (the `ibverbs` crate) would implement the same trait behind a cargo
-/// feature — it is not built (see `docs/MCAST.md`).
+/// A way to move frames between members. TCP is [`TcpTransport`](super::TcpTransport); the
+/// RDMA transport (the `ibverbs` crate, feature `rdma`, `net::rdma::RdmaTransport`)
+/// implements the same trait (never run on RDMA hardware, see `docs/MCAST.md`).
 pub trait Transport {
     /// This member's id.
     fn local_id(&self) -> NodeId;
