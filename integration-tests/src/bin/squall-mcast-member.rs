@@ -6,6 +6,7 @@
 //!     [--mode ordered|raw] [--size BYTES] [--rate MSGS_PER_S] [--window W]
 //!     [--heartbeat-ms MS] [--suspect-ms MS] [--paused] [--status-ms MS]
 //!     [--warmup-ms MS --measure-ms MS [--drain-ms MS] [--linger-ms MS]]
+//!     [--durable --data-dir DIR] [--exit-on-removed]
 //! ```
 //! * `--peer` names the other initial members (`--join`: the contacts to join through).
 //!   Without `--join` the member waits until it is connected to every peer, then starts
@@ -18,7 +19,20 @@
 //! * `--incarnation I` (default 0): a process that lost its state rejoins (with `--join`)
 //!   under the same node number and the next incarnation (`NodeId::new(N, I)`); ids print
 //!   as `N` or `N#I`.
-//! * Commands on stdin: `start`, `stop` (sending), `status`, `quit`.
+//! * `--durable --data-dir DIR`: the core's durable mode with a [`FilePersist`] in `DIR`
+//!   (deliveries, Paxos records and snapshots fsynced before the core hears they are
+//!   persisted). A first start (empty dir) bootstraps or joins as usual; a start that finds
+//!   an earlier run's files restores the application from them (snapshot + delivered
+//!   entries), prints `RECOVERED …` and calls `Node::restart` (no bootstrap barrier: the
+//!   core waits for a strict majority of its last view itself).
+//! * `--exit-on-removed`: exit (status 0, after `EXIT reason=removed`) once the group
+//!   removed this member (it must come back as a joiner under its next incarnation, with
+//!   an empty data dir); without it the process stays up, idle.
+//! * Commands on stdin: `start`, `stop` (sending), `status`, `digest-at N` (the digest of
+//!   the first N delivered messages, if this process knows it), `quit`.
+//! * Planted bugs for the fault tests' self-checks (`SQUALL_MCAST_MEMBER_BUG`):
+//!   `drop_entries` (confirm persistence without writing the delivered entries),
+//!   `swap_order` (the application applies two consecutive deliveries in swapped order).
 //!
 //! Lines on stdout (one event each, `key=value` fields):
 //! `LISTEN addr=…` once bound; `READY …` once the bootstrap view (or join request) is up;
@@ -26,18 +40,24 @@
 //! messages delivered before it and the digest of that delivered sequence (so members
 //! compare the same prefix: everything up to the end of the previous epoch);
 //! `STATE count=… digest=…` after a state transfer was installed; `STATUS …` on request;
-//! `REMOVED`; `RESULT …` in measuring mode.
+//! `REMOVED`; `RESULT …` in measuring mode; durable mode: `RECOVERED count=… digest=…
+//! version=… boot=… torn=…` at a restart, `DURABLE count=… digest=… version=…` (at most
+//! every 10 ms) when deliveries up to that point are fsynced; `DIGEST_AT n=… digest=…`.
 //!
 //! The digest chains, for every delivered message in order, its version, sender, sender
 //! sequence and the CRC32C of its payload.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::{BufMut, Bytes, BytesMut};
-use squall_mcast::net::{Application, Driver, TcpConfig, TcpTransport, Transport, TransportEvent};
+use squall_mcast::net::{
+    Application, Driver, DriverInput, FilePersist, FileRecovery, PersistBugs, TcpConfig,
+    TcpTransport, Transport, TransportEvent,
+};
 use squall_mcast::{
     codec, fnv1a64, Config, DataBatch, DataMsg, Delivery, Hlc, Layout, Message, MsgId, Node,
     NodeId, ShardId, Version, ViewInfo,
@@ -73,6 +93,9 @@ struct Opts {
     measure_ms: u64,
     drain_ms: u64,
     linger_ms: u64,
+    durable: bool,
+    data_dir: Option<PathBuf>,
+    exit_on_removed: bool,
 }
 
 fn parse() -> Result<Opts> {
@@ -94,6 +117,9 @@ fn parse() -> Result<Opts> {
         measure_ms: 0,
         drain_ms: 1000,
         linger_ms: 1000,
+        durable: false,
+        data_dir: None,
+        exit_on_removed: false,
     };
     let mut have_id = false;
     let mut incarnation: u16 = 0;
@@ -137,6 +163,9 @@ fn parse() -> Result<Opts> {
             "--measure-ms" => o.measure_ms = val()?.parse()?,
             "--drain-ms" => o.drain_ms = val()?.parse()?,
             "--linger-ms" => o.linger_ms = val()?.parse()?,
+            "--durable" => o.durable = true,
+            "--exit-on-removed" => o.exit_on_removed = true,
+            "--data-dir" => o.data_dir = Some(PathBuf::from(val()?)),
             a => bail!("unknown argument {a}"),
         }
         i += 1;
@@ -150,6 +179,9 @@ fn parse() -> Result<Opts> {
     o.id = NodeId::new(o.id, incarnation).0;
     if o.size < PAYLOAD_MIN {
         bail!("--size must be at least {PAYLOAD_MIN}");
+    }
+    if o.durable != o.data_dir.is_some() {
+        bail!("--durable and --data-dir go together");
     }
     if o.join && o.peers.is_empty() {
         bail!("--join needs at least one --peer to contact");
@@ -173,6 +205,19 @@ struct App {
     win_count: u64,
     win_bytes: u64,
     lat_us: Vec<u32>,
+    // durable mode
+    durable: bool,
+    /// Deliveries not yet reported durable: (version, count, digest) after each.
+    unpersisted: VecDeque<(Version, u64, u64)>,
+    last_durable_print: Option<Instant>,
+    /// Digest after each delivery from `hist_base` on (`hist[i]`: after `hist_base + i + 1`
+    /// deliveries); `hist_base_digest` is the digest after `hist_base` deliveries.
+    hist: Vec<u64>,
+    hist_base: u64,
+    hist_base_digest: u64,
+    /// Planted bug: apply two consecutive deliveries swapped.
+    bug_swap: bool,
+    held: Option<(u64, MsgId, Version, Bytes)>,
 }
 
 impl App {
@@ -188,6 +233,11 @@ impl App {
         self.digest = fnv1a64(&b);
         self.count += 1;
         self.last_version = version;
+        self.hist.push(self.digest);
+        if self.durable {
+            self.unpersisted
+                .push_back((version, self.count, self.digest));
+        }
         if now_us >= self.from_us && now_us < self.to_us {
             self.win_count += 1;
             self.win_bytes += payload.len() as u64;
@@ -199,6 +249,40 @@ impl App {
                     .push(now_us.saturating_sub(sent).min(u32::MAX as u64) as u32);
             }
         }
+    }
+    fn digest_at(&self, n: u64) -> Option<u64> {
+        if n == self.hist_base {
+            return Some(self.hist_base_digest);
+        }
+        let i = n.checked_sub(self.hist_base + 1)?;
+        self.hist.get(usize::try_from(i).ok()?).copied()
+    }
+    /// Restores the state recovered from the data dir (no output but one `RECOVERED` line).
+    fn restore(&mut self, rec: &FileRecovery) -> Result<()> {
+        if let Some((_, version, data)) = &rec.snapshot {
+            let (c, g) = parse_snapshot(data).context("recovered snapshot")?;
+            self.count = c;
+            self.digest = g;
+            self.last_version = *version;
+            self.hist.clear();
+            self.hist_base = c;
+            self.hist_base_digest = g;
+        }
+        for d in &rec.entries {
+            self.record(0, d.id, d.version, &d.payload);
+        }
+        self.unpersisted.clear();
+        println!(
+            "RECOVERED id={} count={} digest={:016x} version={} boot={} torn={} records={}",
+            fmt_id(self.me),
+            self.count,
+            self.digest,
+            self.last_version,
+            rec.recovered.boot,
+            rec.torn.map(|t| t.1).unwrap_or(0),
+            rec.recovered.records.len()
+        );
+        Ok(())
     }
     fn status(&self) -> String {
         format!(
@@ -213,9 +297,54 @@ impl App {
     }
 }
 
+fn parse_snapshot(data: &[u8]) -> Option<(u64, u64)> {
+    if data.len() != 16 {
+        return None;
+    }
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&data[0..8]);
+    let mut g = [0u8; 8];
+    g.copy_from_slice(&data[8..16]);
+    Some((u64::from_le_bytes(c), u64::from_le_bytes(g)))
+}
+
 impl Application for App {
     fn deliver(&mut self, now_us: u64, d: &Delivery) {
+        if self.bug_swap {
+            // Planted bug: every pair of deliveries is applied second-first.
+            match self.held.take() {
+                None => {
+                    self.held = Some((now_us, d.id, d.version, d.payload.clone()));
+                    return;
+                }
+                Some((t, id, v, p)) => {
+                    self.record(now_us, d.id, d.version, &d.payload);
+                    self.record(t, id, v, &p);
+                    return;
+                }
+            }
+        }
         self.record(now_us, d.id, d.version, &d.payload);
+    }
+    fn persisted(&mut self, _shard: ShardId, upto: Version) {
+        let mut last = None;
+        while let Some(&(v, c, g)) = self.unpersisted.front() {
+            if v > upto {
+                break;
+            }
+            last = Some((v, c, g));
+            self.unpersisted.pop_front();
+        }
+        let due = self
+            .last_durable_print
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(10));
+        if let (Some((v, c, g)), true) = (last, due) {
+            self.last_durable_print = Some(Instant::now());
+            println!(
+                "DURABLE id={} count={c} digest={g:016x} version={v}",
+                fmt_id(self.me)
+            );
+        }
     }
     fn capture_snapshot(&mut self, _shard: ShardId, _version: Version) -> Bytes {
         let mut b = BytesMut::with_capacity(16);
@@ -224,17 +353,20 @@ impl Application for App {
         b.freeze()
     }
     fn install_snapshot(&mut self, _shard: ShardId, version: Version, data: &Bytes) {
-        if data.len() != 16 {
+        let Some((c, g)) = parse_snapshot(data) else {
             println!("ERROR snapshot of {} bytes ignored", data.len());
             return;
-        }
-        let mut c = [0u8; 8];
-        c.copy_from_slice(&data[0..8]);
-        let mut g = [0u8; 8];
-        g.copy_from_slice(&data[8..16]);
-        self.count = u64::from_le_bytes(c);
-        self.digest = u64::from_le_bytes(g);
+        };
+        self.count = c;
+        self.digest = g;
         self.last_version = version;
+        self.hist.clear();
+        self.hist_base = c;
+        self.hist_base_digest = g;
+        self.unpersisted.clear();
+        if self.durable {
+            self.unpersisted.push_back((version, c, g));
+        }
         println!(
             "STATE id={} count={} digest={:016x} version={}",
             fmt_id(self.me),
@@ -352,16 +484,33 @@ async fn run(o: Opts) -> Result<()> {
     });
 
     let peers: Vec<NodeId> = o.peers.keys().copied().collect();
-    if !o.join {
+    let bug = std::env::var("SQUALL_MCAST_MEMBER_BUG").unwrap_or_default();
+    let mut app = App {
+        me: o.id,
+        durable: o.durable,
+        bug_swap: bug == "swap_order",
+        ..App::default()
+    };
+    // Durable mode: what the data dir holds from an earlier run.
+    let mut file = None;
+    if let Some(dir) = &o.data_dir {
+        let (mut f, rec) = FilePersist::open(dir)?;
+        if bug == "drop_entries" {
+            f.plant_bugs(PersistBugs { drop_entries: true });
+        }
+        let restarting = rec.recovered.boot > 0;
+        if restarting {
+            app.restore(&rec)?;
+        }
+        file = Some((f, restarting.then_some(rec)));
+    }
+    let restarting = matches!(&file, Some((_, Some(_))));
+    if !o.join && !restarting {
         let missing = transport.connect_all(&peers, Duration::from_secs(30)).await;
         if !missing.is_empty() {
             bail!("could not connect to peers {missing:?} within 30 s");
         }
     }
-    let mut app = App {
-        me: o.id,
-        ..App::default()
-    };
     if o.measure_ms > 0 {
         let now = wall_us();
         app.from_us = now + o.warmup_ms * 1000;
@@ -381,18 +530,27 @@ async fn run(o: Opts) -> Result<()> {
             view_change_retry_us: o.suspect_ms * 3000,
             payload_bytes_max: o.size.max(1 << 20),
             batch_messages_max: 1024,
-            durable: false,
+            durable: o.durable,
         };
         let now = wall_us();
-        let node = if o.join {
-            Node::new_joiner(me, &peers, cfg, now)?
-        } else {
-            let mut members = peers.clone();
-            members.push(me);
-            members.sort();
-            Node::new_initial(me, &members, cfg, now)?
+        let mut members = peers.clone();
+        members.push(me);
+        members.sort();
+        let node = match &file {
+            Some((_, Some(rec))) => match Node::restart(me, &members, cfg, &rec.recovered, now) {
+                Ok(n) => n,
+                Err(e) => {
+                    println!("NOT_MEMBER id={} error={e}", fmt_id(o.id));
+                    bail!("restart from {:?}: {e}", o.data_dir);
+                }
+            },
+            _ if o.join => Node::new_joiner(me, &peers, cfg, now)?,
+            _ => Node::new_initial(me, &members, cfg, now)?,
         };
-        let driver = Driver::new(node, transport, app);
+        let driver = match file {
+            Some((f, _)) => Driver::new_durable(node, transport, app, f),
+            None => Driver::new(node, transport, app),
+        };
         run_ordered(o, driver, &mut cmd_rx).await
     }
 }
@@ -409,6 +567,27 @@ fn command(line: &str, sending: &mut bool, pacer: &mut Pacer, status: impl Fn() 
         "status" => println!("STATUS {}", status()),
         "quit" => return false,
         _ => {}
+    }
+    true
+}
+
+/// `digest-at N`: the digest after the first N deliveries, if known here.
+fn digest_at_command(line: &str, app: &App) -> bool {
+    let Some(n) = line.strip_prefix("digest-at ") else {
+        return false;
+    };
+    match n
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| Some((n, app.digest_at(n)?)))
+    {
+        Some((n, g)) => println!("DIGEST_AT id={} n={n} digest={g:016x}", fmt_id(app.me)),
+        None => println!(
+            "DIGEST_AT id={} n={} digest=unknown",
+            fmt_id(app.me),
+            n.trim()
+        ),
     }
     true
 }
@@ -471,10 +650,21 @@ async fn run_ordered(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            ev = d.transport.recv() => {
-                let Some(ev) = ev else { break };
-                d.handle(ev);
-                d.pump();
+            inp = d.recv() => {
+                match inp {
+                    None => break,
+                    Some(DriverInput::Event(ev)) => {
+                        d.handle(ev);
+                        d.pump();
+                    }
+                    Some(DriverInput::Persisted(done)) => {
+                        d.on_persist_done(done);
+                        if let Some(e) = d.persist_failed() {
+                            println!("ERROR persistence failed: {e}");
+                            bail!("persistence failed: {e}");
+                        }
+                    }
+                }
                 window_may_have_room = true;
             }
             _ = heartbeat.tick() => window_may_have_room = true,
@@ -488,6 +678,7 @@ async fn run_ordered(
                     if !measuring {
                         break;
                     }
+                } else if digest_at_command(&c, &d.app) {
                 } else if !command(&c, &mut sending, &mut pacer, || d.app.status()) {
                     break;
                 }
@@ -495,6 +686,11 @@ async fn run_ordered(
             _ = status.tick(), if o.status_ms > 0 => println!("STATUS {}", d.app.status()),
         }
         d.tick_if_due();
+        if o.exit_on_removed && d.is_removed() {
+            d.flush();
+            println!("EXIT id={} reason=removed", fmt_id(o.id));
+            break;
+        }
         if sending && window_may_have_room && !d.is_removed() && d.node.is_state_ready() {
             let n = pacer.allowance();
             if n > 0 {

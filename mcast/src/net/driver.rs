@@ -106,6 +106,15 @@ impl MemPersist {
     }
 }
 
+/// One input for [`Driver::recv`].
+#[derive(Debug)]
+pub enum DriverInput {
+    /// From the transport.
+    Event(TransportEvent),
+    /// From the persistence writer.
+    Persisted(PersistDone),
+}
+
 /// Counters of the driver.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DriverStats {
@@ -279,6 +288,17 @@ impl<T: Transport, A: Application> Driver<T, A> {
     /// persistence). Feed it to [`Driver::on_persist_done`].
     pub async fn persist_done(&mut self) -> PersistDone {
         file_done(self.file.as_mut()).await
+    }
+
+    /// Waits for the next input of the driver's own: a transport event or a persistence
+    /// report (`None` once the transport has shut down). For loops that wait on other
+    /// things too; feed the result to [`Driver::handle`] (then [`Driver::pump`]) or
+    /// [`Driver::on_persist_done`].
+    pub async fn recv(&mut self) -> Option<DriverInput> {
+        tokio::select! {
+            ev = self.transport.recv() => ev.map(DriverInput::Event),
+            done = file_done(self.file.as_mut()) => Some(DriverInput::Persisted(done)),
+        }
     }
 
     /// Confirms to the node what a group commit made durable (and takes any further reports

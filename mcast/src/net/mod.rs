@@ -17,7 +17,7 @@ pub mod rdma;
 pub mod tcp;
 pub mod transport;
 
-pub use driver::{Application, Driver, DriverStats, MemPersist, WallClock};
+pub use driver::{Application, Driver, DriverInput, DriverStats, MemPersist, WallClock};
 pub use persist::{FilePersist, FileRecovery, PersistBugs, PersistDone};
 pub use tcp::{TcpConfig, TcpTransport};
 pub use transport::{Transport, TransportEvent, TransportStats};
