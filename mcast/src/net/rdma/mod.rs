@@ -981,6 +981,102 @@ mod tests {
         }
     }
 
+    /// A connected pair of loopback TCP streams (the side channel, without a device).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (c.expect("connect"), s.expect("accept").0)
+    }
+
+    fn endpoint() -> Endpoint {
+        Endpoint {
+            qpn: 77,
+            lid: 3,
+            gid: None,
+            slot_bytes: 4096,
+            slots: 8,
+        }
+    }
+
+    #[tokio::test]
+    async fn side_channel_handshake_reads_hello_and_endpoint_in_pieces() {
+        let (mut c, mut s) = pair().await;
+        let hello = Hello {
+            id: NodeId(9),
+            listen: "127.0.0.1:4000".parse().expect("addr"),
+        };
+        let mut out = BytesMut::new();
+        hello.encode(&mut out);
+        endpoint().encode(&mut out);
+        let writer = tokio::spawn(async move {
+            // One byte at a time: the reader must wait for whole messages.
+            for b in out.iter() {
+                c.write_all(&[*b]).await.expect("write");
+            }
+            c
+        });
+        let mut buf = BytesMut::new();
+        let got = read_handshake(&mut s, &mut buf, true, Duration::from_secs(5)).await;
+        assert_eq!(got, Ok((Some(hello), endpoint())));
+        assert!(buf.is_empty());
+        drop(writer.await.expect("writer"));
+    }
+
+    #[tokio::test]
+    async fn side_channel_handshake_refuses_bad_slow_and_closed_peers() {
+        let limit = Duration::from_secs(5);
+        // A bad endpoint after a good hello.
+        let (mut c, mut s) = pair().await;
+        let mut out = BytesMut::new();
+        Hello {
+            id: NodeId(9),
+            listen: "127.0.0.1:4000".parse().expect("addr"),
+        }
+        .encode(&mut out);
+        let mut e = BytesMut::new();
+        Endpoint {
+            qpn: 1,
+            ..endpoint()
+        }
+        .encode(&mut e);
+        out.extend_from_slice(&e);
+        c.write_all(&out).await.expect("write");
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            read_handshake(&mut s, &mut buf, true, limit).await,
+            Err("queue pair number out of range")
+        );
+        // Not a Squall peer at all.
+        let (mut c, mut s) = pair().await;
+        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            read_handshake(&mut s, &mut buf, true, limit).await,
+            Err("bad handshake magic")
+        );
+        // Half an endpoint, then the peer closes.
+        let (mut c, mut s) = pair().await;
+        let mut e = BytesMut::new();
+        endpoint().encode(&mut e);
+        c.write_all(&e[..10]).await.expect("write");
+        drop(c);
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            read_handshake(&mut s, &mut buf, false, limit).await,
+            Err("side channel closed during the handshake")
+        );
+        // A peer that says nothing: the time limit.
+        let (_c, mut s) = pair().await;
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            read_handshake(&mut s, &mut buf, false, Duration::from_millis(50)).await,
+            Err("side-channel handshake timed out")
+        );
+    }
+
     #[tokio::test]
     async fn bind_refuses_a_bad_config_before_touching_the_device() {
         let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");

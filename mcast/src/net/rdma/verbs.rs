@@ -138,12 +138,21 @@ pub fn run(a: ThreadArgs) {
         }
     };
     if let Some(g) = a.cfg.gid_index {
-        if g as usize >= ctx.gid_table().len() {
+        // The crate keeps only the valid entries and asserts (panics) when the position of
+        // an entry differs from its index: refuse such an index here instead.
+        let valid = ctx
+            .gid_table()
+            .get(g as usize)
+            .is_some_and(|e| e.gid_index == g);
+        if !valid {
             let _ = a.opened.send(Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "gid_index {g} out of range: the port has {} GID entries",
-                    ctx.gid_table().len()
+                    "gid_index {g} is not usable: the port's valid GID entries are {:?}",
+                    ctx.gid_table()
+                        .iter()
+                        .map(|e| e.gid_index)
+                        .collect::<Vec<_>>()
                 ),
             )));
             return;
