@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
-use squall_protocols::{KeyBounds, Node, NodeError, NotOwner, PutRequest, WatchEvent, WatchStream};
+use squall_protocols::{
+    durable_now, Durable, KeyBounds, Node, NodeError, NotOwner, PutRequest, WatchEvent, WatchStream,
+};
 use squall_storage::owner::Owner;
 use squall_storage::{
     Applied, Clock, Entry, LocalSequencer, LogConfig, Op, Outcome, PoolConfig, Selector, Sequencer,
@@ -270,6 +272,14 @@ impl LocalNode {
     /// The ordering seam: validates, orders (single node: the shard's local clock) and applies
     /// `op`, then waits for its fsync when it was logged.
     async fn order(&self, op: Op) -> Result<Applied, NodeError> {
+        let (applied, durable) = self.order_applied(op)?;
+        durable.await?;
+        Ok(applied)
+    }
+
+    /// Validates, orders and applies `op`; returns at once with the wait for its fsync (resolved
+    /// already when it was not logged), so a caller may apply its next write meanwhile.
+    fn order_applied(&self, op: Op) -> Result<(Applied, Durable), NodeError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(NodeError::ShuttingDown);
         }
@@ -278,28 +288,41 @@ impl LocalNode {
             .sequencer
             .submit(&self.store, op, now_us())
             .map_err(node_err)?;
-        if let Some(lsn) = applied.lsn {
-            let started = Instant::now();
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.store.on_durable(
-                lsn,
-                Box::new(move |r| {
-                    let _ = tx.send(r);
-                }),
-            );
+        let metrics = self.metrics();
+        let durable = match applied.lsn {
+            Some(lsn) => self.durable_wait(lsn, metrics),
+            None => {
+                if let Some(m) = metrics {
+                    m.puts.inc();
+                }
+                durable_now()
+            }
+        };
+        Ok((applied, durable))
+    }
+
+    /// Resolves once log position `lsn` is synced (and counts the put then).
+    fn durable_wait(&self, lsn: u64, metrics: Option<Arc<NodeMetrics>>) -> Durable {
+        let started = Instant::now();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.store.on_durable(
+            lsn,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        Box::pin(async move {
             rx.await
                 .map_err(|_| {
                     NodeError::Storage("the log closed before the write was synced".into())
                 })?
                 .map_err(node_err)?;
-            if let Some(m) = self.metrics() {
+            if let Some(m) = metrics {
                 m.fsync_wait.observe(started.elapsed().as_secs_f64());
+                m.puts.inc();
             }
-        }
-        if let Some(m) = self.metrics() {
-            m.puts.inc();
-        }
-        Ok(applied)
+            Ok(())
+        })
     }
 
     /// Retries a time read until the frontier passes it or `wait` runs out.
@@ -421,6 +444,28 @@ impl Node for LocalNode {
             tombstone: req.tombstone,
         };
         put_version(self.order(op).await?)
+    }
+
+    async fn put_applied(&self, req: PutRequest) -> Result<(Version, Durable), NodeError> {
+        let op = Op::Put {
+            pool: req.pool,
+            key: req.key,
+            value: req.value,
+            sensor_time_us: req.sensor_time_us,
+            span: req.span,
+            compaction_key: req.compaction_key,
+            expect: req.expect,
+            tombstone: req.tombstone,
+        };
+        let (applied, durable) = self.order_applied(op)?;
+        Ok((put_version(applied)?, durable))
+    }
+
+    fn flushed(&self) -> Durable {
+        match self.store.log() {
+            Some(log) => self.durable_wait(log.written_lsn(), None),
+            None => durable_now(),
+        }
     }
 
     async fn release(&self, pool: &str, key: &str, writer: u64) -> Result<bool, NodeError> {

@@ -9,7 +9,9 @@ pub mod node;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
-pub use node::{KeyBounds, Node, NodeError, NotOwner, PutRequest, WatchEvent, WatchStream};
+pub use node::{
+    durable_now, Durable, KeyBounds, Node, NodeError, NotOwner, PutRequest, WatchEvent, WatchStream,
+};
 
 #[cfg(feature = "http")]
 pub mod http;

@@ -3,6 +3,7 @@
 //! translate their protocol into these calls and never store anything themselves.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -123,6 +124,15 @@ pub enum WatchEvent {
     Lagged(u64),
 }
 
+/// Resolves once a write applied by [`Node::put_applied`] is durable (at once for volatile
+/// pools), or with the error that kept it from becoming durable.
+pub type Durable = Pin<Box<dyn Future<Output = Result<(), NodeError>> + Send + 'static>>;
+
+/// A [`Durable`] that is already resolved with success.
+pub fn durable_now() -> Durable {
+    Box::pin(std::future::ready(Ok(())))
+}
+
 /// A live watch: replayed history then live updates, no gap and no duplicate at the switch.
 pub trait WatchStream: Send {
     /// The next event; `None` once the watch ended (pool deleted, node shutting down).
@@ -165,6 +175,26 @@ pub trait Node: Send + Sync + 'static {
 
     /// Orders and applies a write; resolves once it is applied and, for durable pools, on disk.
     fn put(&self, req: PutRequest) -> impl Future<Output = Result<Version, NodeError>> + Send;
+    /// Orders and applies a write and resolves as soon as it is applied (its version fixed,
+    /// visible to reads), together with a [`Durable`] that resolves once it is on disk. A
+    /// caller that acknowledges durability must await that first; in the meantime it may
+    /// apply its next write, so the fsyncs of consecutive writes overlap and one group commit
+    /// covers several of them. The default waits for durability inside [`Node::put`].
+    fn put_applied(
+        &self,
+        req: PutRequest,
+    ) -> impl Future<Output = Result<(Version, Durable), NodeError>> + Send {
+        async move {
+            let v = self.put(req).await?;
+            Ok((v, durable_now()))
+        }
+    }
+    /// A [`Durable`] for everything applied so far (a write answered from memory, such as a
+    /// recognised duplicate, is acknowledged only once the original is on disk too). The
+    /// default is resolved at once (for nodes whose `put` only returns once durable).
+    fn flushed(&self) -> Durable {
+        durable_now()
+    }
     /// Releases `key`'s ownership if `writer` holds it (an ordered op; storing no version).
     /// Resolves with whether it did. Nodes without ownership support refuse it.
     fn release(

@@ -6,6 +6,8 @@
 //! closed (malformed request, API or version not served).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -209,6 +211,24 @@ pub(crate) fn node_code(e: &NodeError) -> i16 {
     }
 }
 
+/// What [`KafkaBroker::handle_staged`] did with a request.
+pub enum Handled {
+    /// Answered: the response frame, or `None` when none is sent.
+    Done(Option<BytesMut>),
+    /// Applied (a Produce: its place in every partition is fixed and later requests may
+    /// start); the future waits for durability and yields the response frame.
+    Applied(Pin<Box<dyn Future<Output = Result<Option<BytesMut>, KafkaError>> + Send>>),
+}
+
+impl std::fmt::Debug for Handled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handled::Done(r) => f.debug_tuple("Done").field(r).finish(),
+            Handled::Applied(_) => f.write_str("Applied(..)"),
+        }
+    }
+}
+
 /// The Kafka face of one node.
 pub struct KafkaBroker<N: Node> {
     pub(crate) node: Arc<N>,
@@ -335,6 +355,21 @@ impl<N: Node> KafkaBroker<N> {
         body: Bytes,
         client_host: &str,
     ) -> Result<Option<BytesMut>, KafkaError> {
+        match self.handle_staged(body, client_host).await? {
+            Handled::Done(r) => Ok(r),
+            Handled::Applied(rest) => rest.await,
+        }
+    }
+
+    /// [`KafkaBroker::handle`] in two steps: a Produce returns [`Handled::Applied`] as soon as
+    /// its batches are applied, with the wait for their fsync and the response still to come;
+    /// every other request is answered in full ([`Handled::Done`]).
+    pub async fn handle_staged(
+        &self,
+        body: Bytes,
+        client_host: &str,
+    ) -> Result<Handled, KafkaError> {
+        let done = |r: Result<Option<BytesMut>, KafkaError>| r.map(Handled::Done);
         if body.len() < super::frame::REQUEST_BYTES_MIN {
             return Err(KafkaError::Malformed {
                 api_key: -1,
@@ -350,10 +385,14 @@ impl<N: Node> KafkaBroker<N> {
             return Err(KafkaError::UnsupportedApi(api_key));
         }
         if key == ApiKey::ApiVersions && !versions::decodes(key, api_version) {
-            return Ok(Some(api_versions_fallback(correlation_id)));
+            return Ok(Handled::Done(Some(api_versions_fallback(correlation_id))));
         }
         if key == ApiKey::Produce && (0..versions::PRODUCE_DECODED_MIN).contains(&api_version) {
-            return super::produce::legacy_produce_unsupported(body, api_version, correlation_id);
+            return done(super::produce::legacy_produce_unsupported(
+                body,
+                api_version,
+                correlation_id,
+            ));
         }
         if !versions::decodes(key, api_version) {
             return Err(KafkaError::UnsupportedVersion {
@@ -388,7 +427,12 @@ impl<N: Node> KafkaBroker<N> {
         }
         macro_rules! respond {
             ($resp:expr) => {
-                Ok(Some(encode_response(key, v, correlation_id, &$resp)?))
+                Ok(Handled::Done(Some(encode_response(
+                    key,
+                    v,
+                    correlation_id,
+                    &$resp,
+                )?)))
             };
         }
 
@@ -411,10 +455,13 @@ impl<N: Node> KafkaBroker<N> {
             }
             ApiKey::Produce => {
                 let r = req!(ProduceRequest);
-                match self.produce(r, v).await {
-                    Some(resp) => respond!(resp),
-                    None => Ok(None),
-                }
+                let pending = self.produce(r, v).await;
+                Ok(Handled::Applied(Box::pin(async move {
+                    match pending.await {
+                        Some(resp) => encode_response(key, v, correlation_id, &resp).map(Some),
+                        None => Ok(None),
+                    }
+                })))
             }
             ApiKey::Fetch => {
                 let r = req!(FetchRequest);

@@ -39,7 +39,7 @@ mod produce;
 #[cfg(test)]
 mod tests;
 
-pub use broker::{KafkaBroker, KafkaConfig};
+pub use broker::{Handled, KafkaBroker, KafkaConfig};
 pub use error::KafkaError;
 pub use server::{serve, KafkaServer};
 pub use topics::{OFFSETS_POOL, PRODUCER_IDS_POOL, TOPICS_POOL};

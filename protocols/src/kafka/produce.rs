@@ -18,7 +18,7 @@ use super::batch::{parse_batches, with_log_append_time, BatchError, BatchInfo};
 use super::broker::{code, node_code, now_ms, sb, KafkaBroker};
 use super::topics::{partition_key, TopicMeta, PRODUCER_IDS_POOL};
 use super::KafkaError;
-use crate::node::{Node, PutRequest};
+use crate::node::{Durable, Node, PutRequest};
 
 /// Batches remembered per producer and partition for duplicate detection (Kafka keeps 5).
 pub const PRODUCER_BATCHES_CACHED: usize = 5;
@@ -26,6 +26,11 @@ pub const PRODUCER_BATCHES_CACHED: usize = 5;
 /// and how many stored batches are read per step while doing it.
 const PRODUCER_REBUILD_OFFSETS_MAX: u64 = 1 << 20;
 const PRODUCER_REBUILD_PAGE_ENTRIES: usize = 4096;
+
+/// A produce request whose batches are applied: resolves once they are durable, with the
+/// response (`None` for acks=0).
+pub(crate) type ProducePending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<ProduceResponse>> + Send>>;
 
 /// Producer ids start here (0 is never handed out).
 const PRODUCER_ID_BASE: i64 = 1000;
@@ -132,13 +137,15 @@ impl PartitionProducers {
     }
 }
 
-/// One partition's outcome.
+/// One partition's outcome once its batches are applied; success is reported only once every
+/// wait in `durable` resolved.
 struct PartitionResult {
     error: i16,
     message: Option<String>,
     base_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
+    durable: Vec<Durable>,
 }
 
 impl PartitionResult {
@@ -149,6 +156,7 @@ impl PartitionResult {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
+            durable: Vec::new(),
         }
     }
 }
@@ -235,16 +243,16 @@ impl<N: Node> KafkaBroker<N> {
         map.entry(key.to_string()).or_default().clone()
     }
 
-    /// Produce v3+. `None` for acks=0 (no response is sent).
+    /// Produce v3+, in two steps: this applies every batch (in order per partition) and
+    /// returns a future that waits for the batches to be on disk and then yields the response
+    /// (`None` for acks=0, which waits for nothing). The server starts the connection's next
+    /// request once this returns, so consecutive produce requests share group-commit fsyncs
+    /// instead of each waiting for its own one; their responses still go out in order.
     ///
-    /// The partitions of one request are written concurrently, so their puts share a
-    /// group-commit fsync instead of each waiting for its own one after the other. A request that
-    /// names the same partition twice is served one partition at a time, in request order.
-    pub(crate) async fn produce(
-        &self,
-        req: ProduceRequest,
-        _version: i16,
-    ) -> Option<ProduceResponse> {
+    /// The partitions of one request are applied concurrently. A request that names the same
+    /// partition twice is served one partition at a time, in request order. A partition whose
+    /// fsync failed is answered with KAFKA_STORAGE_ERROR.
+    pub(crate) async fn produce(&self, req: ProduceRequest, _version: i16) -> ProducePending {
         let acks = req.acks;
         let transactional = req
             .transactional_id
@@ -289,17 +297,11 @@ impl<N: Node> KafkaBroker<N> {
                             Some(m) => self.produce_partition(&name, m, pd.index, pd.records).await,
                         }
                     };
-                    PartitionProduceResponse::default()
-                        .with_index(pd.index)
-                        .with_error_code(r.error)
-                        .with_base_offset(r.base_offset)
-                        .with_log_append_time_ms(r.log_append_time_ms)
-                        .with_log_start_offset(r.log_start_offset)
-                        .with_error_message(r.message.map(|m| sb(&m)))
+                    (pd.index, r)
                 });
             }
         }
-        let mut done = if distinct {
+        let done = if distinct {
             futures_util::future::join_all(jobs).await
         } else {
             let mut done = Vec::with_capacity(jobs.len());
@@ -307,20 +309,39 @@ impl<N: Node> KafkaBroker<N> {
                 done.push(job.await);
             }
             done
-        }
-        .into_iter();
-        let responses = topics
-            .into_iter()
-            .map(|(name, n)| {
-                TopicProduceResponse::default()
-                    .with_name(name)
-                    .with_partition_responses(done.by_ref().take(n).collect())
-            })
-            .collect();
-        if acks == 0 {
-            return None;
-        }
-        Some(ProduceResponse::default().with_responses(responses))
+        };
+        Box::pin(async move {
+            if acks == 0 {
+                return None;
+            }
+            let mut done =
+                futures_util::future::join_all(done.into_iter().map(|(index, mut r)| async move {
+                    for d in std::mem::take(&mut r.durable) {
+                        if let Err(e) = d.await {
+                            r = PartitionResult::err(code::KAFKA_STORAGE_ERROR, e.to_string());
+                            break;
+                        }
+                    }
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(r.error)
+                        .with_base_offset(r.base_offset)
+                        .with_log_append_time_ms(r.log_append_time_ms)
+                        .with_log_start_offset(r.log_start_offset)
+                        .with_error_message(r.message.map(|m| sb(&m)))
+                }))
+                .await
+                .into_iter();
+            let responses = topics
+                .into_iter()
+                .map(|(name, n)| {
+                    TopicProduceResponse::default()
+                        .with_name(name)
+                        .with_partition_responses(done.by_ref().take(n).collect())
+                })
+                .collect();
+            Some(ProduceResponse::default().with_responses(responses))
+        })
     }
 
     async fn produce_partition(
@@ -371,12 +392,16 @@ impl<N: Node> KafkaBroker<N> {
         let log_append = meta.log_append_time();
         let mut first_base: Option<i64> = None;
         let mut append_ms = -1;
+        let mut durable = Vec::new();
         for (b, ckey) in batches.iter().zip(keys) {
             if let Some(g) = guard.as_ref() {
                 match g.check(b) {
                     SequenceCheck::Append => {}
                     SequenceCheck::Duplicate(base) => {
+                        // The original may still wait for its fsync (an earlier request of
+                        // this producer): answer once everything applied so far is on disk.
                         first_base.get_or_insert(base);
+                        durable.push(self.node.flushed());
                         continue;
                     }
                     SequenceCheck::Reject(c) => {
@@ -398,8 +423,9 @@ impl<N: Node> KafkaBroker<N> {
             put.span = b.span();
             put.sensor_time_us = sensor_time_us;
             put.compaction_key = ckey;
-            match self.node.put(put).await {
-                Ok(v) => {
+            match self.node.put_applied(put).await {
+                Ok((v, d)) => {
+                    durable.push(d);
                     let base = v.key_version as i64;
                     first_base.get_or_insert(base);
                     if let Some(g) = guard.as_mut() {
@@ -421,6 +447,7 @@ impl<N: Node> KafkaBroker<N> {
             base_offset: first_base.unwrap_or(-1),
             log_append_time_ms: append_ms,
             log_start_offset: log_start,
+            durable,
         }
     }
 

@@ -10,17 +10,18 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::frame::{check_frame, FrameStatus, PREFIX_BYTES};
-use super::{KafkaBroker, KafkaError};
+use super::{Handled, KafkaBroker, KafkaError};
 use crate::node::Node;
 
 /// How often group timeouts are checked.
@@ -128,12 +129,17 @@ fn read_only(api_key: i16) -> bool {
 
 type Reply = Result<Option<BytesMut>, KafkaError>;
 
-/// The requests of one connection in progress, oldest first; aborted when the connection ends.
-struct InFlight(VecDeque<(bool, JoinHandle<Reply>)>);
+/// The requests of one connection in progress, oldest first, each with its "still a barrier"
+/// flag (cleared when a barrier request is applied: a Produce whose batches are in place but
+/// whose fsync is still running no longer holds back the next request); aborted when the
+/// connection ends.
+struct InFlight(VecDeque<(Arc<AtomicBool>, JoinHandle<Reply>)>);
 
 impl InFlight {
     fn has_barrier(&self) -> bool {
-        self.0.iter().any(|(barrier, _)| *barrier)
+        self.0
+            .iter()
+            .any(|(barrier, _)| barrier.load(Ordering::Acquire))
     }
 }
 
@@ -142,6 +148,24 @@ impl Drop for InFlight {
         for (_, h) in &self.0 {
             h.abort();
         }
+    }
+}
+
+/// Clears a request's barrier flag and wakes the connection loop (also when the request task
+/// ends early or is aborted).
+struct ReleaseBarrier(Arc<AtomicBool>, Arc<Notify>);
+
+impl ReleaseBarrier {
+    fn release(&self) {
+        if self.0.swap(false, Ordering::AcqRel) {
+            self.1.notify_one();
+        }
+    }
+}
+
+impl Drop for ReleaseBarrier {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -155,6 +179,8 @@ async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream,
     let max = broker.config().request_bytes_max;
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut inflight = InFlight(VecDeque::new());
+    // Woken when a barrier request is applied, so the next one can start.
+    let applied = Arc::new(Notify::new());
     let mut eof = false;
     loop {
         // Start the next whole frame if the ordering rules allow it now.
@@ -173,8 +199,17 @@ async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream,
                     let mut frame = buf.split_to(PREFIX_BYTES + body_len);
                     let body = frame.split_off(PREFIX_BYTES).freeze();
                     let (broker, host) = (broker.clone(), host.clone());
-                    let task = tokio::spawn(async move { broker.handle(body, &host).await });
-                    inflight.0.push_back((barrier, task));
+                    let flag = Arc::new(AtomicBool::new(barrier));
+                    let release = ReleaseBarrier(flag.clone(), applied.clone());
+                    let task = tokio::spawn(async move {
+                        let staged = broker.handle_staged(body, &host).await;
+                        release.release();
+                        match staged? {
+                            Handled::Done(r) => Ok(r),
+                            Handled::Applied(rest) => rest.await,
+                        }
+                    });
+                    inflight.0.push_back((flag, task));
                     continue;
                 }
             }
@@ -237,6 +272,7 @@ async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream,
                     Ok(_) => {}
                 }
             }
+            _ = applied.notified() => {}
         }
     }
 }
