@@ -8,6 +8,19 @@
 //! `NotOwner`; a stronger editor takes the instance for its lease (the weaker DDS writer is
 //! refused meanwhile) and a stale compare-and-put fails with `Conflict`.
 //!
+//! Why the first test was flaky under load (load 11, 2 s lease): Cyclone announces itself every
+//! 4/5 of its lease (1.6 s) and rustdds 0.15.1 declares a participant lost the moment its
+//! lease has passed without an announcement (no tolerance), so a Cyclone peer starved of CPU for
+//! 0.4 s is lost. The face then releases what it owned (right: DDS hands over when the owner
+//! loses liveliness) and the weaker writer takes over. But rustdds never rediscovers that
+//! participant: its later announcements carry the same SPDP sample, which rustdds's SPDP reader
+//! has already seen, so it only logs "Participant alive update for unknown ..." every 1.6 s
+//! while every sample of the still running owner is dropped. The weaker writer keeps the
+//! instance for good. The second test reproduces this with SIGSTOP and is ignored until
+//! rustdds handles it (docs/DDS.md, "Known limits"); the first test gives its peers a 5 s lease
+//! (1 s of slack) and checks the EXCLUSIVE rule itself against the recorded writer_lost events,
+//! and says so plainly if the owner's lease lapsed anyway.
+//!
 //! The node is the in-memory test node (squall_protocols::testing::MemNode), not the broker.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
@@ -19,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dds_support::{config, eventually, flight_topic, in_netns, Peer};
+use dds_support::{config, cyclone_uri_with_lease, eventually, flight_topic, in_netns, Peer};
 use squall_protocols::dds::config::{DdsTopicConfig, History, OwnershipKind};
 use squall_protocols::dds::DdsFace;
 use squall_protocols::testing::MemNode;
@@ -38,17 +51,66 @@ fn exclusive_topic() -> DdsTopicConfig {
 }
 
 fn routes(node: &MemNode, ty: &squall_protocols::dds::cdr::TypeDesc) -> Vec<String> {
+    timed_routes(node, ty).into_iter().map(|(_, r)| r).collect()
+}
+
+/// The stored routes of FP1 with their platform times.
+fn timed_routes(node: &MemNode, ty: &squall_protocols::dds::cdr::TypeDesc) -> Vec<(u64, String)> {
     node.read_from("flightplans", "FP1", 0, usize::MAX, 100_000)
         .unwrap_or_default()
         .iter()
         .filter(|e| !e.tombstone)
         .map(|e| {
-            ty.to_json(&e.value).unwrap()["route"]
+            let route = ty.to_json(&e.value).unwrap()["route"]
                 .as_str()
                 .unwrap()
-                .to_owned()
+                .to_owned();
+            (e.version.time.physical_us, route)
         })
         .collect()
+}
+
+/// Platform times of the writer_lost events recorded for FP1 (any writer).
+fn lost_times(node: &MemNode) -> Vec<u64> {
+    node.read_from("flightplans.events", "FP1", 0, usize::MAX, 100_000)
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| {
+            serde_json::from_slice::<serde_json::Value>(&e.value)
+                .is_ok_and(|j| j["event"] == "writer_lost")
+        })
+        .map(|e| e.version.time.physical_us)
+        .collect()
+}
+
+/// The EXCLUSIVE rule over the stored history of FP1, where A (routes `A-…`) is stronger than
+/// B (`B-…`): a sample of B is stored only while A is lost, i.e. after a writer_lost event of
+/// the owner A and before A's next stored sample. Returns how many times B took over.
+fn check_owner_rule(stored: &[(u64, String)], lost: &[u64]) -> usize {
+    let mut events: Vec<(u64, u8, &str)> = stored.iter().map(|(t, r)| (*t, 1, &r[..])).collect();
+    events.extend(lost.iter().map(|t| (*t, 0, "")));
+    events.sort();
+    let (mut owner_lost, mut owner, mut takeovers) = (false, "A", 0);
+    for (t, kind, route) in events {
+        if kind == 0 {
+            // Only the owner's loss frees the instance (B's losses are recorded too).
+            owner_lost |= owner == "A";
+            continue;
+        }
+        if route.starts_with("A-") {
+            (owner_lost, owner) = (false, "A");
+        } else if route.starts_with("B-") {
+            assert!(
+                owner == "B" || owner_lost,
+                "B's sample {route} (t {t}) stored while A owned FP1 and was not lost: {stored:?} lost at {lost:?}"
+            );
+            if owner != "B" {
+                takeovers += 1;
+            }
+            owner = "B";
+        }
+    }
+    takeovers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,6 +118,7 @@ async fn strongest_writer_owns_and_hands_over_when_killed() {
     if !in_netns("strongest_writer_owns_and_hands_over_when_killed") {
         return;
     }
+    dds_support::init_log();
     let node = Arc::new(MemNode::new());
     let topic = exclusive_topic();
     let ty = topic.type_desc();
@@ -74,7 +137,7 @@ async fn strongest_writer_owns_and_hands_over_when_killed() {
             "40",
         ],
     );
-    console.wait_line(Duration::from_secs(10), |l| l == "ready");
+    console.wait_line(Duration::from_secs(30), |l| l == "ready");
 
     let common = [
         "pub",
@@ -87,16 +150,19 @@ async fn strongest_writer_owns_and_hands_over_when_killed() {
         "--hang",
         "--transient-local",
     ];
-    let mut strong = Peer::start(
+    // A 5 s lease (announced every 4 s): a starved peer has 1 s of slack, not 0.4 s.
+    let uri = cyclone_uri_with_lease(5);
+    let mut strong = Peer::start_with_uri(
         "strong",
         &[&common[..], &["--strength", "20", "--route", "A"]].concat(),
+        &uri,
     );
-    strong.wait_line(Duration::from_secs(10), |l| l.starts_with("wrote"));
-    eventually(Duration::from_secs(10), "A's first update stored", || {
+    strong.wait_line(Duration::from_secs(30), |l| l.starts_with("wrote"));
+    eventually(Duration::from_secs(30), "A's first update stored", || {
         (!routes(&node, &ty).is_empty()).then_some(())
     })
     .await;
-    let weak = Peer::start(
+    let weak = Peer::start_with_uri(
         "weak",
         &[
             &common[..],
@@ -110,31 +176,38 @@ async fn strongest_writer_owns_and_hands_over_when_killed() {
             ],
         ]
         .concat(),
+        &uri,
     );
-    weak.wait_line(Duration::from_secs(10), |l| l.starts_with("wrote FP1 1005"));
+    weak.wait_line(Duration::from_secs(30), |l| l.starts_with("wrote FP1 1005"));
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let before = routes(&node, &ty);
+    let before = timed_routes(&node, &ty);
     assert!(before.len() > 10, "A kept writing: {before:?}");
-    assert!(
-        before.iter().all(|r| r.starts_with("A-")),
-        "only the owner's updates are stored: {before:?}"
-    );
-    assert!(
-        face.stats().ownership_rejected.load(Ordering::Relaxed) > 0,
-        "B's updates were refused"
-    );
+    // Only the owner's updates are stored while it is alive (under heavy load A's lease may
+    // still lapse: then B may take over until A is heard from again, and the rule says so).
+    let lost_before = lost_times(&node);
+    if check_owner_rule(&before, &lost_before) == 0 {
+        assert!(
+            face.stats().ownership_rejected.load(Ordering::Relaxed) > 0,
+            "B's updates were refused"
+        );
+    }
     let owner = node.owner("flightplans", "FP1").unwrap().unwrap();
-    assert_eq!(owner.strength, 20);
+    assert!(
+        owner.strength == 20,
+        "A's lease lapsed before the kill (a starved peer on a loaded box: writer_lost at {lost_before:?}) and rustdds 0.15.1 does not rediscover a lapsed participant (see the file's doc): {before:?}"
+    );
 
-    // Kill the owner: no goodbye, only its participant lease (2 s) expires.
+    // Kill the owner: no goodbye, only its participant lease (5 s) expires.
+    let killed_at = timed_routes(&node, &ty).len();
     strong.kill();
     let handed = eventually(
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         "B's updates stored after A's lease expired",
         || {
             let r = routes(&node, &ty);
-            r.iter()
+            r[killed_at.min(r.len())..]
+                .iter()
                 .filter(|x| x.starts_with("B-"))
                 .nth(5)
                 .is_some()
@@ -142,11 +215,16 @@ async fn strongest_writer_owns_and_hands_over_when_killed() {
         },
     )
     .await;
-    let first_b = handed.iter().position(|r| r.starts_with("B-")).unwrap();
+    let first_b = killed_at
+        + handed[killed_at..]
+            .iter()
+            .position(|r| r.starts_with("B-"))
+            .unwrap();
     assert!(
         handed[first_b..].iter().all(|r| r.starts_with("B-")),
-        "one owner at a time: {handed:?}"
+        "one owner at a time after the kill: {handed:?}"
     );
+    check_owner_rule(&timed_routes(&node, &ty), &lost_times(&node));
     let owner_b = node.owner("flightplans", "FP1").unwrap().unwrap();
     assert_eq!(owner_b.strength, 10);
 
@@ -252,6 +330,115 @@ async fn strongest_writer_owns_and_hands_over_when_killed() {
         stored[..seen.len()],
         "console saw exactly the stored versions, in order, once"
     );
+    drop(weak);
+    face.shutdown();
+}
+
+/// What DDS asks for when an owner misses its lease and comes back: the owner stopped
+/// (SIGSTOP) for longer than its 2 s participant lease is lost and the weaker writer takes FP1
+/// over (this part passes); once the owner runs again its next sample should take FP1 back (the
+/// strongest alive writer owns it), and a SIGKILL afterwards should hand FP1 over again. It
+/// fails at "A back as the owner" with rustdds 0.15.1, which never rediscovers the lapsed
+/// participant (run it with SQUALL_TEST_LOG=rustdds to see "Participant alive update for
+/// unknown" every 1.6 s): a reproducer of the flake, ignored until that is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "rustdds 0.15.1 does not rediscover a participant whose lease lapsed (docs/DDS.md)"]
+async fn an_owner_that_misses_its_lease_loses_the_instance_and_takes_it_back() {
+    if !in_netns("an_owner_that_misses_its_lease_loses_the_instance_and_takes_it_back") {
+        return;
+    }
+    dds_support::init_log();
+    let node = Arc::new(MemNode::new());
+    let topic = exclusive_topic();
+    let ty = topic.type_desc();
+    let face = DdsFace::start(config(vec![topic]), Arc::clone(&node))
+        .await
+        .unwrap();
+    let common = [
+        "pub",
+        "--key",
+        "FP1",
+        "--count",
+        "1200",
+        "--interval-ms",
+        "50",
+        "--hang",
+        "--transient-local",
+    ];
+    let mut strong = Peer::start(
+        "strong",
+        &[&common[..], &["--strength", "20", "--route", "A"]].concat(),
+    );
+    strong.wait_line(Duration::from_secs(30), |l| l.starts_with("wrote"));
+    eventually(Duration::from_secs(30), "A's first update stored", || {
+        (!routes(&node, &ty).is_empty()).then_some(())
+    })
+    .await;
+    let weak = Peer::start(
+        "weak",
+        &[
+            &common[..],
+            &[
+                "--strength",
+                "10",
+                "--route",
+                "B",
+                "--first-version",
+                "5000",
+            ],
+        ]
+        .concat(),
+    );
+    weak.wait_line(Duration::from_secs(30), |l| l.starts_with("wrote FP1 5005"));
+    eventually(Duration::from_secs(20), "B refused while A owns", || {
+        (face.stats().ownership_rejected.load(Ordering::Relaxed) > 0).then_some(())
+    })
+    .await;
+
+    // Stop A for 4 s (twice its lease): the face loses it, B takes over.
+    let lost0 = lost_times(&node).len();
+    strong.signal("STOP");
+    let n0 = routes(&node, &ty).len();
+    eventually(
+        Duration::from_secs(20),
+        "B stored while A is stopped",
+        || {
+            let r = routes(&node, &ty);
+            r[n0.min(r.len())..]
+                .iter()
+                .any(|x| x.starts_with("B-"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(lost_times(&node).len() > lost0, "A's loss was recorded");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    strong.signal("CONT");
+    // A runs again: it is rediscovered and its next samples take FP1 back from B.
+    let n1 = routes(&node, &ty).len();
+    eventually(Duration::from_secs(30), "A back as the owner", || {
+        let r = routes(&node, &ty);
+        let tail = &r[n1.min(r.len())..];
+        (tail.iter().filter(|x| x.starts_with("A-")).count() > 5
+            && node.owner("flightplans", "FP1").ok()??.strength == 20)
+            .then_some(())
+    })
+    .await;
+    // And a real loss afterwards still hands over.
+    strong.kill();
+    let n2 = routes(&node, &ty).len();
+    eventually(Duration::from_secs(30), "B owns after A is killed", || {
+        let r = routes(&node, &ty);
+        (r[n2.min(r.len())..]
+            .iter()
+            .filter(|x| x.starts_with("B-"))
+            .count()
+            > 5)
+        .then_some(())
+    })
+    .await;
+    let takeovers = check_owner_rule(&timed_routes(&node, &ty), &lost_times(&node));
+    assert!(takeovers >= 2, "B took over twice: {takeovers}");
     drop(weak);
     face.shutdown();
 }

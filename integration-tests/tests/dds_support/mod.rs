@@ -109,6 +109,14 @@ fn peer_script() -> PathBuf {
 /// within ~2 s.
 pub const CYCLONE_URI: &str = "<General><Interfaces><NetworkInterface name=\"lo\"/></Interfaces></General><Discovery><LeaseDuration>2s</LeaseDuration></Discovery>";
 
+/// [`CYCLONE_URI`] with a participant lease of `secs` seconds. Cyclone announces itself every
+/// 4/5 of its lease and rustdds declares a participant lost as soon as the lease has passed
+/// without an announcement, so a 2 s lease leaves only 0.4 s of slack: a peer starved of CPU
+/// that long (a loaded 2-core box) is declared lost. Tests that must not see that use more.
+pub fn cyclone_uri_with_lease(secs: u32) -> String {
+    CYCLONE_URI.replace("<LeaseDuration>2s<", &format!("<LeaseDuration>{secs}s<"))
+}
+
 /// A running Cyclone peer; its stdout lines are collected in the background.
 pub struct Peer {
     pub child: Child,
@@ -119,10 +127,15 @@ pub struct Peer {
 impl Peer {
     /// Starts `cyclone_peer.py <args>`.
     pub fn start(name: &str, args: &[&str]) -> Peer {
+        Peer::start_with_uri(name, args, CYCLONE_URI)
+    }
+
+    /// Starts `cyclone_peer.py <args>` with its own Cyclone configuration (`CYCLONEDDS_URI`).
+    pub fn start_with_uri(name: &str, args: &[&str], uri: &str) -> Peer {
         let mut child = Command::new(python())
             .arg(peer_script())
             .args(args)
-            .env("CYCLONEDDS_URI", CYCLONE_URI)
+            .env("CYCLONEDDS_URI", uri)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -177,6 +190,17 @@ impl Peer {
         }
         let _ = self.child.kill();
         panic!("{} did not exit within {timeout:?}", self.name);
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`) with `kill(1)`.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} {}", self.name);
     }
 
     /// SIGKILL.
@@ -257,8 +281,29 @@ pub async fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() ->
     }
 }
 
-/// Sets up logging of the face (rustdds's own chatter stays quiet).
+/// Prints the face's log (target `squall_protocols`, info and up; rustdds's own chatter stays
+/// quiet unless `SQUALL_TEST_LOG=rustdds`) to stderr with a monotonic time stamp, when
+/// `SQUALL_TEST_LOG` is set: a failed run then shows what the face saw (discovery, lost
+/// writers, refused samples) and when.
 pub fn init_log() {
-    // The face logs through the `log` facade; without a logger installed its messages are
-    // dropped, which is fine for the assertions (they read counters).
+    struct Stderr(Instant, bool);
+    impl log::Log for Stderr {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            (m.target().starts_with("squall") || (self.1 && m.target().starts_with("rustdds")))
+                && m.level() <= log::Level::Info
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                let t = self.0.elapsed().as_secs_f64();
+                eprintln!("[{t:9.3}] {} {}", r.level(), r.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    if let Some(v) = std::env::var_os("SQUALL_TEST_LOG") {
+        let logger = Box::leak(Box::new(Stderr(Instant::now(), v == "rustdds")));
+        if log::set_logger(logger).is_ok() {
+            log::set_max_level(log::LevelFilter::Info);
+        }
+    }
 }

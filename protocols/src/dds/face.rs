@@ -412,6 +412,11 @@ async fn discovery_task<N: Node>(
                     Some(policy::Ownership::Exclusive { strength }) => strength,
                     _ => 0,
                 };
+                info!(
+                    "dds: writer {} on {:?} detected (strength {strength})",
+                    writer_name(writer.guid),
+                    writer.topic_name
+                );
                 let mut w = shared.writers.lock().unwrap_or_else(|p| p.into_inner());
                 w.insert(
                     writer.guid,
