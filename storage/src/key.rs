@@ -69,7 +69,7 @@ pub(crate) struct KeyState {
     /// Sensor index of live, non-late entries: (sensor time, key_version). Built when the first
     /// entry with a sensor time arrives; until then sensor reads use platform time.
     pub sensor: Option<BTreeSet<(u64, u64)>>,
-    /// The key's owner, if a guarded put claimed it (runtime state: not logged).
+    /// The key's owner, if a guarded put claimed it (logged with the put that changed it).
     pub owner: Option<crate::owner::Owner>,
 }
 

@@ -11,9 +11,13 @@
 //! version (a DDS unregister, a lost writer). Leases are measured against the op's stamp time,
 //! so expiry is deterministic too.
 //!
-//! Owners are runtime state, like DDS ownership itself: they are not written to the log nor to
-//! state-transfer images, so after a restart every key starts without an owner (the next writer
-//! claims it), on every replica alike.
+//! Owners are part of the key's state like its versions: in durable pools a put that changes the
+//! owner logs the owner after it in the same record (`RecordBody::Put::owner`), a release logs a
+//! `RecordBody::Owner` record, checkpoints keep every owned key, and state-transfer images carry
+//! them. A restart (replay) or a joiner thus ends with the owners every replica computed,
+//! leases included: a lease ends at an absolute platform time (`until_us`), so a lease that has
+//! not run out before the restart still holds after it. Owners of volatile and stateless pools
+//! are not logged (nothing of those keys is) and start empty after a restart.
 
 use serde::{Deserialize, Serialize};
 
@@ -267,5 +271,168 @@ mod tests {
         assert_eq!(owner_of(12), None, "the owner's delete releases");
         // Only accepted writes were stored: strong-0, strong-1, editor, strong-3, weak-1, delete.
         assert_eq!(a.bounds("fp", "AF1").unwrap().next, 6);
+    }
+
+    /// Owners survive a crash and reopen (log replay), a checkpoint that covers deleted
+    /// segments, and a state transfer: each path ends with the owners (and leases) the original
+    /// store computed, so a weaker writer is still refused after a restart.
+    #[test]
+    fn owners_survive_replay_checkpoint_and_state_transfer() {
+        use crate::log::{LogConfig, SimFs};
+        use crate::tests::{pool, put_op};
+        use crate::{Expect, LocalSequencer, Mode, Op, Sequencer, Store, StoreConfig};
+        let fs = SimFs::new();
+        let lc = || LogConfig {
+            fs: std::sync::Arc::new(fs.clone()),
+            segment_bytes_max: 4096,
+            ..LogConfig::new("/log")
+        };
+        let guarded = |p: &str, k: &str, writer: u64, strength: i32, lease_us: u64| {
+            let mut op = put_op(p, k, &[0u8; 200]);
+            if let Op::Put { expect, .. } = &mut op {
+                *expect = Expect::Owned {
+                    claim: Claim {
+                        writer,
+                        strength,
+                        lease_us,
+                    },
+                    version: None,
+                };
+            }
+            op
+        };
+        let submit = |s: &Store, op: Op, t: u64| {
+            let r = LocalSequencer.submit(s, op, t);
+            s.check_invariants().unwrap();
+            r
+        };
+        let keys: Vec<(&str, String)> = ["fp", "fl", "vol"]
+            .iter()
+            .flat_map(|p| (0..6).map(move |k| (*p, format!("FP{k}"))))
+            .collect();
+        let owners = |s: &Store, t: u64| -> Vec<Option<Owner>> {
+            keys.iter()
+                .map(|(p, k)| s.owner(p, k, t).ok().flatten())
+                .collect()
+        };
+        let (before, last_t) = {
+            let s = Store::open(StoreConfig::default(), lc()).unwrap();
+            for (name, mode, durable) in [
+                ("fp", Mode::Versioned, true),
+                ("fl", Mode::Latest, true),
+                ("vol", Mode::Versioned, false),
+            ] {
+                let mut c = pool(name, mode);
+                c.durable = durable;
+                submit(&s, Op::CreatePool(c), 1).unwrap();
+            }
+            let mut t = 10;
+            let mut last = 0;
+            for round in 0..20u64 {
+                for (p, k) in &keys {
+                    t += 1;
+                    let kn = u64::from(k.as_bytes()[2] - b'0');
+                    // FP0: writer 1 (20) owns, writer 2 (10) is refused every round.
+                    // FP1: an editor with a long lease; FP2: an editor whose lease ran out;
+                    // FP3: owned, then released; FP4: owned, then disposed; FP5: taken over.
+                    let op = match (kn, round) {
+                        (0, r) => guarded(p, k, 1 + r % 2, if r % 2 == 0 { 20 } else { 10 }, 0),
+                        (1, _) => guarded(p, k, 7, 15, 1_000_000_000),
+                        (2, _) => guarded(p, k, 8, 15, 5),
+                        (3, 19) => Op::Release {
+                            pool: (*p).into(),
+                            key: k.clone(),
+                            writer: 3,
+                        },
+                        (3, _) => guarded(p, k, 3, 5, 0),
+                        (4, 19) => {
+                            let mut op = guarded(p, k, 4, 5, 0);
+                            if let Op::Put { tombstone, .. } = &mut op {
+                                *tombstone = true;
+                            }
+                            op
+                        }
+                        (4, _) => guarded(p, k, 4, 5, 0),
+                        (5, r) if r < 10 => guarded(p, k, 5, 5, 0),
+                        (5, _) => guarded(p, k, 6, 30, 0),
+                        _ => unreachable!(),
+                    };
+                    if let Ok(a) = submit(&s, op, t) {
+                        last = last.max(a.lsn.unwrap_or(0));
+                    }
+                }
+            }
+            s.wait_durable(last).unwrap();
+            (owners(&s, t + 10), t + 10)
+        };
+        // The owners we expect (durable pools, and the volatile pool before the crash).
+        for (i, (p, k)) in keys.iter().enumerate() {
+            let want = match &k[..] {
+                "FP0" => Some((1, 20)),
+                "FP1" => Some((7, 15)),
+                "FP5" => Some((6, 30)),
+                _ => None,
+            };
+            assert_eq!(
+                before[i].map(|o| (o.writer, o.strength)),
+                want,
+                "{p}/{k} before the restart"
+            );
+        }
+        fs.crash(0);
+        let s = Store::open(StoreConfig::default(), lc()).unwrap();
+        s.check_invariants().unwrap();
+        let after = owners(&s, last_t);
+        for (i, (p, _)) in keys.iter().enumerate() {
+            if *p == "vol" {
+                assert_eq!(
+                    after[i], None,
+                    "volatile pools (and their owners) are not kept"
+                );
+            } else {
+                assert_eq!(after[i], before[i], "{:?} after replay", keys[i]);
+            }
+        }
+        // A weaker writer is still refused; the editor's lease still holds, and ends on time.
+        let t = last_t + 1;
+        assert!(matches!(
+            submit(&s, guarded("fp", "FP0", 2, 10, 0), t),
+            Err(StorageError::NotOwner { owner: 1, .. })
+        ));
+        assert!(submit(&s, guarded("fl", "FP1", 2, 10, 0), t + 1).is_err());
+        // Log retention with a checkpoint: the owners' records may go, the owners stay (even
+        // of keys truncated to nothing).
+        for (i, (p, k)) in keys.iter().enumerate().filter(|(_, (p, _))| *p == "fp") {
+            let before = s.bounds(p, k).unwrap().next;
+            let op = Op::Truncate {
+                pool: (*p).into(),
+                key: k.clone(),
+                before,
+            };
+            submit(&s, op, t + 2 + i as u64).unwrap();
+        }
+        let t = t + 100;
+        let deleted = s.compact_log().unwrap();
+        assert!(deleted > 0, "segments deleted");
+        let digests_now: Vec<u64> = (0..s.shard_count()).map(|i| s.digest(i).unwrap()).collect();
+        let owners_now = owners(&s, t + 2);
+        drop(s);
+        fs.crash(0);
+        let s = Store::open(StoreConfig::default(), lc()).unwrap();
+        s.check_invariants().unwrap();
+        assert_eq!(owners(&s, t + 2), owners_now, "after a checkpoint");
+        let ds: Vec<u64> = (0..s.shard_count()).map(|i| s.digest(i).unwrap()).collect();
+        assert_eq!(ds, digests_now);
+        // A joiner gets the owners with the state.
+        let b = Store::new(StoreConfig::default()).unwrap();
+        for sh in 0..s.shard_count() {
+            b.import_shard(sh, &s.export_shard(sh).unwrap()).unwrap();
+            assert_eq!(b.digest(sh).unwrap(), s.digest(sh).unwrap());
+        }
+        assert_eq!(owners(&b, t + 2), owners_now, "after a state transfer");
+        assert!(matches!(
+            LocalSequencer.submit(&b, guarded("fp", "FP0", 2, 10, 0), t + 3),
+            Err(StorageError::NotOwner { owner: 1, .. })
+        ));
     }
 }

@@ -194,6 +194,11 @@ impl Shard {
                 h.bytes(k.as_bytes());
                 h.u64(ks.start);
                 h.u64(ks.next);
+                if let Some(o) = ks.owner {
+                    h.u64(o.writer);
+                    h.u64(u64::from(o.strength as u32));
+                    h.u64(o.until_us.unwrap_or(u64::MAX));
+                }
                 for e in ks.entries.iter().filter(|e| !e.dead) {
                     let v = &e.version;
                     h.u64(v.key_version);

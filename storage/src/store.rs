@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::config::StoreConfig;
 use crate::error::StorageError;
 use crate::key::{KeyState, Stored, CHECKPOINT_LSN, NO_LSN};
-use crate::log::{Checkpoint, KeyMark, Log, LogConfig, Record, RecordBody};
+use crate::log::{Checkpoint, KeyMark, Log, LogConfig, OwnerMark, Record, RecordBody};
 use crate::shard::{Fnv, PoolKeys, RingEvent, Shard};
 use crate::types::*;
 use crate::watch::Watch;
@@ -609,6 +609,7 @@ impl Store {
                     late,
                 };
                 let logged = p.config.durable && p.config.mode != Mode::Stateless;
+                let owner_change = (owner_after != owner).then_some(owner_after);
                 let stored = Stored {
                     version,
                     value,
@@ -653,6 +654,7 @@ impl Store {
                             tombstone,
                             compaction_key: stored.compaction_key.clone(),
                             retained,
+                            owner: owner_change,
                         },
                         lsn: 0,
                     })?
@@ -666,9 +668,9 @@ impl Store {
                 };
                 let retention = retained.map_or(Retention::Skip, Retention::To);
                 self.install(s, &p, &key, stored, retention);
-                if owner_after != owner {
+                if let Some(o) = owner_change {
                     if let Some(ks) = Self::pool_keys(s, &p).keys.get_mut(&key) {
-                        ks.owner = owner_after;
+                        ks.owner = o;
                     }
                 }
                 Ok((
@@ -685,24 +687,39 @@ impl Store {
                     Ok(p) => p,
                     Err(e) => fail!(e),
                 };
-                Self::consume(s, stamp, None);
-                let released = match s
+                let released = s
                     .pools
-                    .get_mut(&pool)
+                    .get(&pool)
                     .filter(|pk| pk.pool_id == p.id)
-                    .and_then(|pk| pk.keys.get_mut(&key))
-                {
-                    Some(ks) if ks.owner.is_some_and(|o| o.writer == writer) => {
-                        ks.owner = None;
-                        true
-                    }
-                    _ => false,
+                    .and_then(|pk| pk.keys.get(&key))
+                    .is_some_and(|ks| ks.owner.is_some_and(|o| o.writer == writer));
+                let logged = p.config.durable && p.config.mode != Mode::Stateless;
+                let lsn = if released && logged {
+                    self.log_append(&Record {
+                        shard: s.id,
+                        stamp,
+                        body: RecordBody::Owner {
+                            pool: pool.clone(),
+                            pool_id: p.id,
+                            key: key.clone(),
+                            owner: None,
+                        },
+                        lsn: 0,
+                    })?
+                } else {
+                    None
                 };
+                Self::consume(s, stamp, lsn);
+                if released {
+                    if let Some(ks) = Self::pool_keys(s, &p).keys.get_mut(&key) {
+                        ks.owner = None;
+                    }
+                }
                 Ok((
                     Applied {
                         stamp,
                         outcome: Outcome::Released(released),
-                        lsn: None,
+                        lsn,
                     },
                     None,
                 ))
@@ -918,6 +935,7 @@ impl Store {
     /// Installs a checkpoint (before the records from its cut on are replayed).
     fn load_checkpoint(&self, c: Checkpoint) -> Result<(), StorageError> {
         let (ck_cut, ck_shard_cuts, ck_entries) = (c.cut_lsn, c.shard_cuts, c.entries);
+        let ck_owners = c.owners;
         for (sid, stamp) in c.stamps {
             let mut s = write(self.shard(sid)?);
             if stamp > s.last {
@@ -967,6 +985,32 @@ impl Store {
             rec.lsn = CHECKPOINT_LSN;
             self.recover(rec)?;
         }
+        for m in ck_owners {
+            self.install_owner(m)?;
+        }
+        Ok(())
+    }
+
+    /// Installs a saved owner (checkpoint or state-transfer image).
+    fn install_owner(&self, m: OwnerMark) -> Result<(), StorageError> {
+        let Ok(p) = self.pool_arc(&m.pool) else {
+            return Ok(());
+        };
+        if p.id != m.pool_id {
+            return Ok(());
+        }
+        let sid = self.shard_of(&m.pool, &m.key);
+        if sid != m.shard {
+            return Err(StorageError::Invalid(
+                "owner of a key in another shard (or another shard count)".into(),
+            ));
+        }
+        let mut s = write(self.shard(sid)?);
+        Self::pool_keys(&mut s, &p)
+            .keys
+            .entry(m.key)
+            .or_default()
+            .owner = Some(m.owner);
         Ok(())
     }
 
@@ -1012,6 +1056,7 @@ impl Store {
                 tombstone,
                 compaction_key,
                 retained,
+                owner,
             } => {
                 let Ok(p) = self.pool_arc(&pool) else {
                     return Ok(());
@@ -1023,6 +1068,15 @@ impl Store {
                     return Err(StorageError::Config(
                         "the log was written with a different shard count".into(),
                     ));
+                }
+                // Owner changes replay in log order even when the version itself is already
+                // covered: the last one in the log is the key's owner (or the checkpoint's).
+                if let Some(o) = owner {
+                    Self::pool_keys(&mut s, &p)
+                        .keys
+                        .entry(key.clone())
+                        .or_default()
+                        .owner = o;
                 }
                 if let Some(ks) = s
                     .pools
@@ -1081,6 +1135,20 @@ impl Store {
             RecordBody::Retain { keys } => {
                 Self::retain_keys(&mut s, &keys);
             }
+            RecordBody::Owner {
+                pool,
+                pool_id,
+                key,
+                owner,
+            } => {
+                if let Ok(p) = self.pool_arc(&pool) {
+                    if p.id == pool_id {
+                        if let Some(ks) = Self::pool_keys(&mut s, &p).keys.get_mut(&key) {
+                            ks.owner = owner;
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -1110,6 +1178,15 @@ impl Store {
                     next: ks.next,
                     newest: ks.newest,
                 });
+                if let Some(owner) = ks.owner {
+                    meta.owners.push(OwnerMark {
+                        shard: s.id,
+                        pool: pname.clone(),
+                        pool_id: pk.pool_id,
+                        key: k.clone(),
+                        owner,
+                    });
+                }
                 for e in ks.entries.iter().filter(|e| !e.dead) {
                     entries.push(put_record(s.id, pname, pk.pool_id, k, e));
                 }
@@ -1181,6 +1258,18 @@ impl Store {
             ks.start = m.start;
             ks.next = m.next;
             ks.newest = m.newest;
+        }
+        for m in img.meta.owners {
+            let Ok(p) = self.pool_arc(&m.pool) else {
+                continue;
+            };
+            if p.id == m.pool_id && self.shard_of(&m.pool, &m.key) == shard {
+                Self::pool_keys(&mut s, &p)
+                    .keys
+                    .entry(m.key)
+                    .or_default()
+                    .owner = Some(m.owner);
+            }
         }
         for rec in img.entries {
             if let RecordBody::Put {
@@ -1271,6 +1360,11 @@ impl Store {
             .iter()
             .map(|(_, c)| (c.name.clone(), c.durable))
             .collect();
+        // Pools whose puts are logged: their owners are kept across restarts.
+        let logged: BTreeMap<String, bool> = pools
+            .iter()
+            .map(|(_, c)| (c.name.clone(), c.durable && c.mode != Mode::Stateless))
+            .collect();
         let old_cuts = lock(&self.cuts).clone();
         let mut c = Checkpoint {
             cut_lsn: cut,
@@ -1309,6 +1403,17 @@ impl Store {
                             next: ks.next,
                             newest: ks.newest,
                         });
+                    }
+                    if let Some(owner) = ks.owner {
+                        if logged.get(pname).copied().unwrap_or(false) {
+                            c.owners.push(OwnerMark {
+                                shard: s.id,
+                                pool: pname.clone(),
+                                pool_id: pk.pool_id,
+                                key: k.clone(),
+                                owner,
+                            });
+                        }
                     }
                     if !pool_durable {
                         continue;
@@ -1776,6 +1881,7 @@ fn put_record(shard: ShardId, pool: &str, pool_id: u64, key: &str, e: &Stored) -
             tombstone: e.tombstone,
             compaction_key: e.compaction_key.clone(),
             retained: None,
+            owner: None,
         },
         lsn: 0,
     }

@@ -2,12 +2,14 @@
 //! pool configurations, each shard's last stamp, and the counters of keys whose kept entries
 //! do not imply them (fully truncated keys, keys truncated mid-batch). Written atomically
 //! (temporary file, fsync, rename, directory fsync) before any segment goes; recovery loads it
-//! and replays the records from `cut_lsn` on, which is idempotent on top of it.
+//! and replays the records from `cut_lsn` on, which is idempotent on top of it. Key owners
+//! (see [`crate::owner`]) are saved too, as a trailing section older checkpoints lack.
 
 use crate::log::record::{
-    decode_body, decode_header, encode, put_bytes, put_pool, read_pool, Reader, Record, RecordBody,
-    HEADER_BYTES,
+    decode_body, decode_header, encode, put_bytes, put_owner, put_pool, read_owner, read_pool,
+    Reader, Record, RecordBody, HEADER_BYTES,
 };
+use crate::owner::Owner;
 use crate::types::{Hlc, PoolConfig, ShardId, Stamp, KEY_BYTES_MAX, POOL_NAME_BYTES_MAX};
 
 /// A key's counters.
@@ -29,6 +31,21 @@ pub struct KeyMark {
     pub newest: Option<(u64, bool)>,
 }
 
+/// A key's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerMark {
+    /// Its shard.
+    pub shard: ShardId,
+    /// Its pool.
+    pub pool: String,
+    /// The pool's incarnation.
+    pub pool_id: u64,
+    /// The key.
+    pub key: String,
+    /// The owner (lapsed leases included: expiry is decided at the next op's time).
+    pub owner: Owner,
+}
+
 /// A checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
@@ -45,6 +62,8 @@ pub struct Checkpoint {
     pub shard_cuts: Vec<(ShardId, u64)>,
     /// Entries that live only here (installed by a state transfer), as `Put` records.
     pub entries: Vec<Record>,
+    /// Owned keys of durable pools (their owner records may be in deleted segments).
+    pub owners: Vec<OwnerMark>,
 }
 
 impl Checkpoint {
@@ -88,6 +107,14 @@ impl Checkpoint {
         b.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for r in &self.entries {
             encode(r, 0, &mut b);
+        }
+        b.extend_from_slice(&(self.owners.len() as u32).to_le_bytes());
+        for o in &self.owners {
+            b.extend_from_slice(&o.shard.to_le_bytes());
+            put_bytes(&mut b, o.pool.as_bytes());
+            b.extend_from_slice(&o.pool_id.to_le_bytes());
+            put_bytes(&mut b, o.key.as_bytes());
+            put_owner(&mut b, Some(o.owner));
         }
         let mut out = Vec::with_capacity(b.len() + 8);
         out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -195,6 +222,26 @@ impl Checkpoint {
             }
             entries.push(rec);
         }
+        // Owners: absent in checkpoints written before they were kept.
+        let mut owners = Vec::new();
+        if r.pos != body.len() {
+            let n = count(&mut r, 30)?;
+            owners.reserve(n);
+            for _ in 0..n {
+                let shard = r.u32()?;
+                let pool = r.string(POOL_NAME_BYTES_MAX)?;
+                let pool_id = r.u64()?;
+                let key = r.string(KEY_BYTES_MAX)?;
+                let owner = read_owner(&mut r)?.ok_or("owner mark without an owner")?;
+                owners.push(OwnerMark {
+                    shard,
+                    pool,
+                    pool_id,
+                    key,
+                    owner,
+                });
+            }
+        }
         if r.pos != body.len() {
             return Err("trailing bytes in checkpoint".into());
         }
@@ -205,6 +252,7 @@ impl Checkpoint {
             keys,
             shard_cuts,
             entries,
+            owners,
         })
     }
 }

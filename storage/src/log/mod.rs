@@ -28,7 +28,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use checkpoint::{Checkpoint, KeyMark};
+pub use checkpoint::{Checkpoint, KeyMark, OwnerMark};
 pub use fs::{LogFile, LogFs, SimFs, StdFs};
 pub use record::{Record, RecordBody};
 

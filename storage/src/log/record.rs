@@ -12,6 +12,7 @@
 
 use bytes::Bytes;
 
+use crate::owner::Owner;
 use crate::types::{Hlc, Mode, PoolConfig, ShardId, Stamp, Version, POOL_NAME_BYTES_MAX};
 
 /// Header size in bytes.
@@ -25,6 +26,7 @@ const KIND_PUT: u8 = 3;
 const KIND_TRUNCATE: u8 = 4;
 const KIND_ALTER_POOL: u8 = 5;
 const KIND_RETAIN: u8 = 6;
+const KIND_OWNER: u8 = 7;
 
 /// What a record says happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +61,9 @@ pub enum RecordBody {
         /// written before the log held it (replay then applies the current config) and in
         /// images and checkpoints (kept state: no retention).
         retained: Option<u64>,
+        /// `Some(owner after)` when this put changed the key's owner (see [`crate::owner`]):
+        /// logged in the same record, so the write and its claim are durable together.
+        owner: Option<Option<Owner>>,
     },
     /// A key was truncated.
     Truncate {
@@ -83,6 +88,19 @@ pub enum RecordBody {
     Retain {
         /// (pool, pool incarnation, key, start after).
         keys: Vec<(String, u64, String, u64)>,
+    },
+    /// A key's owner changed (see [`crate::owner`]): the owner after the change, `None` once
+    /// released. Logged right after the put that changed it (or alone, for a release), so
+    /// replaying the log in order ends at the owner every replica computed.
+    Owner {
+        /// The pool.
+        pool: String,
+        /// Its incarnation.
+        pool_id: u64,
+        /// The key.
+        key: String,
+        /// The owner after the change.
+        owner: Option<Owner>,
     },
 }
 
@@ -141,6 +159,32 @@ pub(crate) fn read_pool(r: &mut Reader<'_>) -> Result<PoolConfig, String> {
     })
 }
 
+/// Encodes an optional owner: `u8` flag, then writer u64, strength i32, lease end (option u64).
+pub(crate) fn put_owner(out: &mut Vec<u8>, o: Option<Owner>) {
+    match o {
+        None => out.push(0),
+        Some(o) => {
+            out.push(1);
+            out.extend_from_slice(&o.writer.to_le_bytes());
+            out.extend_from_slice(&o.strength.to_le_bytes());
+            put_opt_u64(out, o.until_us);
+        }
+    }
+}
+
+/// Decodes what [`put_owner`] wrote.
+pub(crate) fn read_owner(r: &mut Reader<'_>) -> Result<Option<Owner>, String> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(Owner {
+            writer: r.u64()?,
+            strength: r.u32()? as i32,
+            until_us: r.opt_u64()?,
+        })),
+        f => Err(format!("bad owner flag {f}")),
+    }
+}
+
 pub(crate) fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
     match v {
         Some(x) => {
@@ -179,6 +223,7 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
             tombstone,
             compaction_key,
             retained,
+            owner,
         } => {
             out.push(KIND_PUT);
             put_bytes(out, pool.as_bytes());
@@ -187,7 +232,14 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
             out.extend_from_slice(&version.key_version.to_le_bytes());
             out.extend_from_slice(&version.span.to_le_bytes());
             put_opt_u64(out, version.sensor_time_us);
-            out.push(u8::from(version.late) | (u8::from(*tombstone) << 1));
+            // Bits 2 and 3 say which trailers follow; records without them (older logs) may
+            // carry only `retained`, told by the body's length.
+            out.push(
+                u8::from(version.late)
+                    | (u8::from(*tombstone) << 1)
+                    | (u8::from(retained.is_some()) << 2)
+                    | (u8::from(owner.is_some()) << 3),
+            );
             match compaction_key {
                 Some(ck) => {
                     out.push(1);
@@ -196,9 +248,11 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
                 None => out.push(0),
             }
             put_bytes(out, value);
-            // Optional trailer (absent in older logs).
             if let Some(r) = retained {
                 out.extend_from_slice(&r.to_le_bytes());
+            }
+            if let Some(o) = owner {
+                put_owner(out, *o);
             }
         }
         RecordBody::Truncate {
@@ -227,6 +281,18 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
                 put_bytes(out, key.as_bytes());
                 out.extend_from_slice(&start.to_le_bytes());
             }
+        }
+        RecordBody::Owner {
+            pool,
+            pool_id,
+            key,
+            owner,
+        } => {
+            out.push(KIND_OWNER);
+            put_bytes(out, pool.as_bytes());
+            out.extend_from_slice(&pool_id.to_le_bytes());
+            put_bytes(out, key.as_bytes());
+            put_owner(out, *owner);
         }
     }
     let body_len = (out.len() - start - HEADER_BYTES) as u32;
@@ -337,10 +403,22 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
                 f => return Err(format!("bad option flag {f}")),
             };
             let value = Bytes::copy_from_slice(r.bytes()?);
-            let retained = if r.pos == raw.len() {
-                None
+            let (retained, owner) = if flags & 0b1100 == 0 {
+                // Older records: an optional `retained` told by the length.
+                let retained = if r.pos == raw.len() {
+                    None
+                } else {
+                    Some(r.u64()?)
+                };
+                (retained, None)
             } else {
-                Some(r.u64()?)
+                let retained = if flags & 4 != 0 { Some(r.u64()?) } else { None };
+                let owner = if flags & 8 != 0 {
+                    Some(read_owner(&mut r)?)
+                } else {
+                    None
+                };
+                (retained, owner)
             };
             RecordBody::Put {
                 pool,
@@ -358,6 +436,7 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
                 tombstone: flags & 2 != 0,
                 compaction_key,
                 retained,
+                owner,
             }
         }
         KIND_TRUNCATE => RecordBody::Truncate {
@@ -387,6 +466,12 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
             }
             RecordBody::Retain { keys }
         }
+        KIND_OWNER => RecordBody::Owner {
+            pool: r.string(POOL_NAME_BYTES_MAX)?,
+            pool_id: r.u64()?,
+            key: r.string(key_max)?,
+            owner: read_owner(&mut r)?,
+        },
         k => return Err(format!("unknown record kind {k}")),
     };
     if r.pos != raw.len() {
@@ -398,4 +483,84 @@ pub fn decode_body(raw: &[u8]) -> Result<Record, String> {
         body,
         lsn,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A put record round-trips with every combination of its two trailers (retention result,
+    /// owner change), and a record in the older format (no trailer flags, `retained` told by
+    /// the length) still decodes.
+    #[test]
+    fn put_trailers_round_trip_and_old_records_decode() {
+        let owner = Owner {
+            writer: 7,
+            strength: -3,
+            until_us: Some(99),
+        };
+        for retained in [None, Some(5)] {
+            for o in [None, Some(None), Some(Some(owner))] {
+                let rec = Record {
+                    shard: 1,
+                    stamp: Stamp {
+                        shard_seq: 9,
+                        time: Hlc {
+                            physical_us: 1000,
+                            logical: 2,
+                        },
+                    },
+                    body: RecordBody::Put {
+                        pool: "p".into(),
+                        pool_id: 3,
+                        key: "k".into(),
+                        version: Version {
+                            key_version: 4,
+                            span: 1,
+                            shard_seq: 9,
+                            time: Hlc {
+                                physical_us: 1000,
+                                logical: 2,
+                            },
+                            sensor_time_us: None,
+                            late: false,
+                        },
+                        value: Bytes::from_static(b"v"),
+                        tombstone: false,
+                        compaction_key: None,
+                        retained,
+                        owner: o,
+                    },
+                    lsn: 11,
+                };
+                let mut out = Vec::new();
+                encode(&rec, 11, &mut out);
+                let got = decode_body(&out[HEADER_BYTES..]).unwrap();
+                assert_eq!(got, rec);
+                if o.is_none() && retained.is_some() {
+                    // The older format: the same bytes without the trailer flag bit.
+                    let mut old = out[HEADER_BYTES..].to_vec();
+                    let flags_at = old.len() - 8 - (4 + 1) - 1 - 1; // retained, value, ck flag
+                    assert_eq!(old[flags_at], 4, "flags byte located");
+                    old[flags_at] = 0;
+                    assert_eq!(decode_body(&old).unwrap(), rec);
+                }
+            }
+        }
+        // An owner record.
+        let rec = Record {
+            shard: 0,
+            stamp: Stamp::default(),
+            body: RecordBody::Owner {
+                pool: "p".into(),
+                pool_id: 1,
+                key: "k".into(),
+                owner: None,
+            },
+            lsn: 2,
+        };
+        let mut out = Vec::new();
+        encode(&rec, 2, &mut out);
+        assert_eq!(decode_body(&out[HEADER_BYTES..]).unwrap(), rec);
+    }
 }
