@@ -32,7 +32,8 @@
 //!   the first N delivered messages, if this process knows it), `quit`.
 //! * Planted bugs for the fault tests' self-checks (`SQUALL_MCAST_MEMBER_BUG`):
 //!   `drop_entries` (confirm persistence without writing the delivered entries),
-//!   `swap_order` (the application applies two consecutive deliveries in swapped order).
+//!   `swap_order` (the application applies two consecutive deliveries in swapped order),
+//!   `quorum_half` (the core's planted bug: half of the previous view may install the next).
 //!
 //! Lines on stdout (one event each, `key=value` fields):
 //! `LISTEN addr=…` once bound; `READY …` once the bootstrap view (or join request) is up;
@@ -390,7 +391,12 @@ impl Application for App {
         );
     }
     fn removed(&mut self, left: bool) {
-        println!("REMOVED id={} left={left}", fmt_id(self.me));
+        println!(
+            "REMOVED id={} left={left} count={} digest={:016x}",
+            fmt_id(self.me),
+            self.count,
+            self.digest
+        );
     }
 }
 
@@ -536,7 +542,7 @@ async fn run(o: Opts) -> Result<()> {
         let mut members = peers.clone();
         members.push(me);
         members.sort();
-        let node = match &file {
+        let mut node = match &file {
             Some((_, Some(rec))) => match Node::restart(me, &members, cfg, &rec.recovered, now) {
                 Ok(n) => n,
                 Err(e) => {
@@ -547,6 +553,13 @@ async fn run(o: Opts) -> Result<()> {
             _ if o.join => Node::new_joiner(me, &peers, cfg, now)?,
             _ => Node::new_initial(me, &members, cfg, now)?,
         };
+        if bug == "quorum_half" {
+            // Planted bug: half of the previous view is enough to install the next one.
+            node.plant_bugs(squall_mcast::PlantedBugs {
+                quorum_half: true,
+                ..Default::default()
+            });
+        }
         let driver = match file {
             Some((f, _)) => Driver::new_durable(node, transport, app, f),
             None => Driver::new(node, transport, app),
@@ -679,11 +692,15 @@ async fn run_ordered(
                         break;
                     }
                 } else if digest_at_command(&c, &d.app) {
-                } else if !command(&c, &mut sending, &mut pacer, || d.app.status()) {
+                } else if !command(&c, &mut sending, &mut pacer, || {
+                    format!("{} wedged={}", d.app.status(), d.node.is_wedged())
+                }) {
                     break;
                 }
             }
-            _ = status.tick(), if o.status_ms > 0 => println!("STATUS {}", d.app.status()),
+            _ = status.tick(), if o.status_ms > 0 => {
+                println!("STATUS {} wedged={}", d.app.status(), d.node.is_wedged())
+            }
         }
         d.tick_if_due();
         if o.exit_on_removed && d.is_removed() {

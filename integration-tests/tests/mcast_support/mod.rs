@@ -312,3 +312,223 @@ pub fn quiesce_and_compare(ms: &mut [&mut Member], timeout: Duration) -> Result<
         }
     }
 }
+
+/// A cuttable TCP proxy in front of every member. Member j listens on `real[j]`; its peers
+/// dial it at `front[j]`. The proxy reads each connection's handshake (`Hello`) to learn
+/// who dials, rewrites the dialer's advertised address to the dialer's own front (so
+/// members only ever learn front addresses), and forwards both ways. `cut(a, b)` closes
+/// every connection between members a and b (by node number, any incarnation) and refuses
+/// new ones until `heal`.
+pub struct Proxy {
+    pub front: Vec<SocketAddr>,
+    pub real: Vec<SocketAddr>,
+    ids: Vec<u64>,
+    state: Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: Mutex<std::collections::BTreeSet<(u64, u64)>>,
+    conns: Mutex<Vec<(u64, u64, std::net::TcpStream, std::net::TcpStream)>>,
+    /// Members the proxy has connected to at least once.
+    reached: Mutex<std::collections::BTreeSet<u64>>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+fn pair(a: u64, b: u64) -> (u64, u64) {
+    (a.min(b), a.max(b))
+}
+
+impl Proxy {
+    /// A proxy for members `ids` (node numbers); binds fronts and picks real addresses.
+    pub fn start(ids: &[u64]) -> Result<Proxy> {
+        // Bind the fronts while the real addresses are still held, so no front can take
+        // a port a member is about to listen on.
+        let held: Vec<TcpListener> = ids
+            .iter()
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<_>>()?;
+        let real: Vec<SocketAddr> = held
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<_>>()?;
+        let state = Arc::new(ProxyState::default());
+        let mut front = Vec::new();
+        let mut listeners = Vec::new();
+        for _ in ids {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            l.set_nonblocking(true)?;
+            front.push(l.local_addr()?);
+            listeners.push(l);
+        }
+        drop(held);
+        for (j, l) in listeners.into_iter().enumerate() {
+            let st = state.clone();
+            let dst = ids[j];
+            let dst_real = real[j];
+            let map: Vec<(u64, SocketAddr)> = ids.iter().copied().zip(front.clone()).collect();
+            std::thread::spawn(move || {
+                while !st.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((c, _)) => {
+                            let st = st.clone();
+                            let map = map.clone();
+                            std::thread::spawn(move || {
+                                let _ = forward(c, dst, dst_real, &map, &st);
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        Ok(Proxy {
+            front,
+            real,
+            ids: ids.to_vec(),
+            state,
+        })
+    }
+
+    /// Cuts the link between members `a` and `b` (both directions).
+    pub fn cut(&self, a: u64, b: u64) {
+        let p = pair(a, b);
+        self.state
+            .cut
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p);
+        let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for (s, d, x, y) in conns.iter() {
+            if pair(*s, *d) == p {
+                let _ = x.shutdown(std::net::Shutdown::Both);
+                let _ = y.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&self) {
+        self.state
+            .cut
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Member specs of a bootstrap group behind this proxy.
+    pub fn group_specs(&self, args: &[String]) -> Vec<Spec> {
+        group_specs(&self.ids, &self.real, |_, j| self.front[j], args)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let conns = self.state.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, _, x, y) in conns.iter() {
+            let _ = x.shutdown(std::net::Shutdown::Both);
+            let _ = y.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// One proxied connection into member `dst`.
+fn forward(
+    mut c: std::net::TcpStream,
+    dst: u64,
+    dst_real: SocketAddr,
+    map: &[(u64, SocketAddr)],
+    st: &ProxyState,
+) -> Result<()> {
+    use squall_mcast::net::transport::{Hello, HelloError};
+    use squall_mcast::NodeId;
+    use std::io::Read;
+    c.set_nonblocking(false)?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::new();
+    let (hello, used) = loop {
+        let mut chunk = [0u8; 512];
+        let n = c.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match Hello::decode(&buf) {
+            Ok(x) => break x,
+            Err(HelloError::Incomplete) => continue,
+            Err(HelloError::Invalid(e)) => bail!("bad hello: {e}"),
+        }
+    };
+    c.set_read_timeout(None)?;
+    let src = NodeId(hello.id.0).base();
+    if st
+        .cut
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&pair(src, dst))
+    {
+        return Ok(());
+    }
+    let listen = map
+        .iter()
+        .find(|(id, _)| *id == src)
+        .map(|(_, a)| *a)
+        .unwrap_or(hello.listen);
+    // While the group starts, the member behind may not listen yet: a dialer already holds
+    // a connection to the front, so keep trying instead of breaking it (which the member
+    // would take as a failure). Once the member was reached, a failed connect fails at
+    // once, as it would without the proxy (holding it could deliver a connection meant for
+    // a dead process to the next one started on the same address).
+    let seen = st
+        .reached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&dst);
+    let deadline = Instant::now() + Duration::from_secs(if seen { 0 } else { 10 });
+    let mut out = loop {
+        match std::net::TcpStream::connect(dst_real) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    st.reached
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(dst);
+    let _ = out.set_nodelay(true);
+    let _ = c.set_nodelay(true);
+    let mut h = bytes::BytesMut::new();
+    Hello {
+        id: hello.id,
+        listen,
+    }
+    .encode(&mut h);
+    out.write_all(&h)?;
+    out.write_all(&buf[used..])?;
+    {
+        let mut conns = st.conns.lock().unwrap_or_else(|e| e.into_inner());
+        // Cut while we were connecting: give up.
+        if st
+            .cut
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&pair(src, dst))
+        {
+            return Ok(());
+        }
+        conns.push((src, dst, c.try_clone()?, out.try_clone()?));
+    }
+    let (mut c2, mut out2) = (c.try_clone()?, out.try_clone()?);
+    let t = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut out2, &mut c2);
+        let _ = c2.shutdown(std::net::Shutdown::Both);
+    });
+    let _ = std::io::copy(&mut c, &mut out);
+    let _ = out.shutdown(std::net::Shutdown::Both);
+    let _ = t.join();
+    Ok(())
+}
