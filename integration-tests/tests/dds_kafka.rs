@@ -12,6 +12,11 @@
 //!   Nothing loops: the Kafka topic holds exactly the records written to it plus the ones the
 //!   bridge produced from DDS, each once.
 //!
+//! * The Kafka → DDS bridge keeps its position (per partition, in an internal pool): records
+//!   produced while no DDS face ran (the node restarted without the `[[dds.topic]]`) are
+//!   bridged when the face is back, and records bridged before the restart are not bridged
+//!   again (each instance ends with exactly one version per record).
+//!
 //! Why: the DDS face and the Kafka face key data differently (`pool/instance` vs `topic/p`);
 //! this checks the documented mapping end to end with two independent real clients.
 
@@ -255,4 +260,146 @@ fn kafka_and_dds_bridge_both_ways() {
     );
     assert_eq!(s, 200);
     assert_eq!(ty.to_json(&b).unwrap()["route"], "K-2");
+}
+
+fn produce_json(bootstrap: &str, records: &[(&str, &str)]) {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    for (i, (key, route)) in records.iter().enumerate() {
+        let json = serde_json::json!({"flight_id": key, "version": i, "route": route}).to_string();
+        p.send(BaseRecord::to(KTOPIC).key(*key).payload(json.as_bytes()))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// The routes stored for `key` in the DDS topic's pool, version by version.
+fn stored_routes(agent: &ureq::Agent, base: &str, key: &str) -> Vec<String> {
+    let ty = flight_topic("FlightPlan", "flightplans").type_desc();
+    let mut out = Vec::new();
+    for v in 0.. {
+        let mut r = agent
+            .get(format!(
+                "{base}/v1/pools/flightplans/keys/{key}?version={v}"
+            ))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        if r.status().as_u16() != 200 {
+            break;
+        }
+        let b = r.body_mut().read_to_vec().unwrap();
+        out.push(
+            ty.to_json(&b).unwrap()["route"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    out
+}
+
+#[test]
+fn kafka_bridge_resumes_from_its_saved_position_after_a_restart() {
+    let bin = squall_bin().unwrap().to_string_lossy().into_owned();
+    if !in_netns_with(
+        "kafka_bridge_resumes_from_its_saved_position_after_a_restart",
+        &[("SQUALL_BIN", &bin)],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("squall.toml");
+    // PERSISTENT: the topic's pool and the Kafka topic are durable, so they outlive restarts.
+    let persistent = CONFIG.replace(
+        r#"durability = "transient_local""#,
+        r#"durability = "persistent""#,
+    );
+    assert_ne!(persistent, CONFIG);
+    std::fs::write(&cfg, persistent).unwrap();
+    let data = dir.path().join("data");
+    let with_dds = ["--config", cfg.to_str().unwrap()];
+    let agent = http_agent();
+    let keys = ["AF1", "AF2", "AF3", "AF4"];
+
+    // 1. With the face: records are bridged as they come.
+    let mut node = Squall::start(&data, &with_dds).unwrap();
+    let first: Vec<(&str, &str)> = keys.iter().map(|k| (*k, "first")).collect();
+    produce_json(&node.kafka_bootstrap().unwrap(), &first);
+    let base = node.http_url();
+    let end = Instant::now() + Duration::from_secs(20);
+    while keys
+        .iter()
+        .any(|k| stored_routes(&agent, &base, k).is_empty())
+    {
+        assert!(Instant::now() < end, "first records not bridged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // the positions are saved after each batch
+    assert!(node.terminate(Duration::from_secs(20)).unwrap().success());
+
+    // 2. Without the face: records only reach the Kafka topic.
+    let mut node = Squall::start(&data, &[]).unwrap();
+    let second: Vec<(&str, &str)> = keys.iter().map(|k| (*k, "second")).collect();
+    produce_json(&node.kafka_bootstrap().unwrap(), &second);
+    let base = node.http_url();
+    for k in keys {
+        assert_eq!(
+            stored_routes(&agent, &base, k),
+            ["first"],
+            "{k} while no face runs"
+        );
+    }
+    assert!(node.terminate(Duration::from_secs(20)).unwrap().success());
+
+    // 3. The face again: it bridges the second records, and only those.
+    let node = Squall::start(&data, &with_dds).unwrap();
+    let base = node.http_url();
+    let end = Instant::now() + Duration::from_secs(20);
+    while keys
+        .iter()
+        .any(|k| stored_routes(&agent, &base, k).len() < 2)
+    {
+        assert!(
+            Instant::now() < end,
+            "records produced while the face was down were not bridged: {:?}",
+            keys.map(|k| stored_routes(&agent, &base, k))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A live record after the restart is bridged too, once.
+    produce_json(&node.kafka_bootstrap().unwrap(), &[("AF1", "third")]);
+    let end = Instant::now() + Duration::from_secs(20);
+    while stored_routes(&agent, &base, "AF1").len() < 3 {
+        assert!(
+            Instant::now() < end,
+            "live record after the restart not bridged"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    for k in keys {
+        let want: &[&str] = if k == "AF1" {
+            &["first", "second", "third"]
+        } else {
+            &["first", "second"]
+        };
+        assert_eq!(
+            stored_routes(&agent, &base, k),
+            want,
+            "{k}: each record bridged exactly once"
+        );
+    }
+    assert_eq!(
+        metric(&agent, &base, "squall_dds_kafka_records_in_total"),
+        5,
+        "after the restart the face bridged the four missed records and the live one"
+    );
 }

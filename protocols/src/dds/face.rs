@@ -46,6 +46,9 @@ const TAKE_BATCH_MAX: usize = 256;
 const INGRESS_BATCHES_MAX: usize = 64;
 /// How long a sample from a not-yet-discovered writer waits for its discovery data.
 const DISCOVERY_WAIT_MS: u64 = 500;
+/// The internal `latest` pool that keeps each Kafka→DDS bridge's position (per DDS topic and
+/// Kafka partition: the next offset to bridge).
+pub const BRIDGE_POSITIONS_POOL: &str = "__dds_bridge_positions";
 
 type Writer = DataWriter<RawSample, RawAdapter>;
 type Reader = rustdds::with_key::DataReader<RawSample, RawAdapter>;
@@ -1061,16 +1064,18 @@ async fn ensure_kafka_topic<N: Node>(
     topic: &str,
 ) -> Result<KafkaSide, DdsError> {
     use crate::kafka::topics::{TopicMeta, TOPICS_POOL};
-    let internal = squall_storage::PoolConfig {
-        name: TOPICS_POOL.to_string(),
-        mode: squall_storage::Mode::Latest,
-        durable: true,
-        retention_ms: None,
-        ..squall_storage::PoolConfig::default()
-    };
-    match node.create_pool(internal).await {
-        Ok(()) | Err(NodeError::PoolExists(_)) => {}
-        Err(e) => return Err(e.into()),
+    for name in [TOPICS_POOL, BRIDGE_POSITIONS_POOL] {
+        let internal = squall_storage::PoolConfig {
+            name: name.to_string(),
+            mode: squall_storage::Mode::Latest,
+            durable: true,
+            retention_ms: None,
+            ..squall_storage::PoolConfig::default()
+        };
+        match node.create_pool(internal).await {
+            Ok(()) | Err(NodeError::PoolExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     if let Ok(e) = node.get(TOPICS_POOL, topic) {
         if let Some(meta) = TopicMeta::from_bytes(&e.value) {
@@ -1156,62 +1161,176 @@ async fn to_kafka<N: Node>(_shared: &Shared<N>, _k: &KafkaSide, _e: &Entry) {}
 
 /// Follows the bridged Kafka topic and stores each record not produced by the bridge as a
 /// sample (or, for a tombstone, a dispose) of the instance its key names.
+///
+/// Its position (per partition, the next offset to bridge) is saved after each stored batch
+/// as a `latest` key in [`BRIDGE_POSITIONS_POOL`] (replicated and logged like any key), so a
+/// restarted face first bridges what was appended since (nothing lost) and skips what it had
+/// bridged (nothing published twice). A face with no saved position starts at the topic's
+/// end, as before. The one window left: a crash after a batch's puts and before its position
+/// is saved bridges that batch again after the restart.
 #[cfg(feature = "kafka")]
 async fn kafka_ingress_task<N: Node, W: WatchStream>(
     shared: Arc<Shared<N>>,
     rt: Arc<TopicRt>,
     mut watch: W,
 ) {
-    use super::kafka_bridge::decode_records;
+    let Some(k) = rt.kafka.clone() else { return };
+    // The watch started (from now) before this runs; catch up from the saved positions, then
+    // follow it, skipping what the catch-up already bridged.
+    let mut next: BTreeMap<String, u64> = BTreeMap::new();
+    for p in 0..k.partitions {
+        let key = format!("{}/{p}", k.topic);
+        let end = shared.node.bounds(&k.topic, &key).map_or(0, |b| b.next);
+        let saved = shared
+            .node
+            .get(BRIDGE_POSITIONS_POOL, &position_key(&rt.cfg.name, &key))
+            .ok()
+            .and_then(|e| {
+                std::str::from_utf8(&e.value)
+                    .ok()?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            });
+        let from = match saved {
+            Some(pos) => pos.min(end),
+            None => {
+                save_position(&shared, &rt, &key, end).await;
+                end
+            }
+        };
+        if from < end {
+            info!(
+                "dds: kafka bridge of {} resumes {key} at offset {from} (end {end})",
+                rt.cfg.name
+            );
+        }
+        let pos = catch_up(&shared, &rt, &k.topic, &key, from).await;
+        next.insert(key, pos);
+    }
     while let Some(ev) = watch.next().await {
         let entry = match ev {
             WatchEvent::Update(e) => e,
             WatchEvent::Lagged(n) => {
+                // The positions say where each partition stands: read what was missed.
                 warn!(
-                    "dds: kafka bridge of {} lagged, {n} batch(es) lost",
+                    "dds: kafka bridge of {} lagged ({n} batch(es)); catching up from the store",
                     rt.cfg.name
                 );
+                for (key, pos) in next.iter_mut() {
+                    *pos = catch_up(&shared, &rt, &k.topic, key, *pos).await;
+                }
                 continue;
             }
         };
-        if entry.tombstone {
+        let pos = next.entry(entry.key.clone()).or_insert(0);
+        if entry.version.key_version < *pos {
+            continue; // bridged while catching up
+        }
+        *pos = entry.version.next_key_version();
+        let pos = *pos;
+        bridge_kafka_batch(&shared, &rt, &entry).await;
+        save_position(&shared, &rt, &entry.key, pos).await;
+    }
+}
+
+/// Bridges a partition's batches from offset `from` to its current end, saving the position
+/// after each; returns the position reached.
+#[cfg(feature = "kafka")]
+async fn catch_up<N: Node>(
+    shared: &Shared<N>,
+    rt: &TopicRt,
+    topic: &str,
+    key: &str,
+    from: u64,
+) -> u64 {
+    let end = shared.node.bounds(topic, key).map_or(0, |b| b.next);
+    let mut pos = from;
+    while pos < end {
+        let entries = match shared.node.read_from(topic, key, pos, 1 << 20, 256) {
+            Ok(e) if !e.is_empty() => e,
+            Ok(_) => break,
+            Err(err) => {
+                bump(&shared.stats.node_errors);
+                warn!(
+                    "dds: kafka bridge of {} catching up {key}: {err}",
+                    rt.cfg.name
+                );
+                break;
+            }
+        };
+        for e in entries {
+            pos = pos.max(e.version.next_key_version());
+            bridge_kafka_batch(shared, rt, &e).await;
+            save_position(shared, rt, key, pos).await;
+        }
+    }
+    pos
+}
+
+/// The key of a bridge position: the DDS topic, then the Kafka partition key.
+#[cfg(feature = "kafka")]
+fn position_key(dds_topic: &str, partition_key: &str) -> String {
+    format!("{dds_topic}/{partition_key}")
+}
+
+#[cfg(feature = "kafka")]
+async fn save_position<N: Node>(shared: &Shared<N>, rt: &TopicRt, key: &str, next: u64) {
+    let req = PutRequest::new(
+        BRIDGE_POSITIONS_POOL,
+        position_key(&rt.cfg.name, key),
+        Bytes::from(next.to_string()),
+    );
+    if let Err(err) = shared.node.put(req).await {
+        bump(&shared.stats.node_errors);
+        warn!(
+            "dds: kafka bridge of {}: saving the position of {key}: {err}",
+            rt.cfg.name
+        );
+    }
+}
+
+/// Stores the records of one Kafka batch (a version of a partition key) in the topic's pool.
+#[cfg(feature = "kafka")]
+async fn bridge_kafka_batch<N: Node>(shared: &Shared<N>, rt: &TopicRt, entry: &Entry) {
+    use super::kafka_bridge::decode_records;
+    if entry.tombstone {
+        return;
+    }
+    let records = match decode_records(&entry.value) {
+        Ok(r) => r,
+        Err(err) => {
+            bump(&shared.stats.kafka_records_bad);
+            warn!("dds: kafka bridge of {}: {err}", rt.cfg.name);
+            return;
+        }
+    };
+    for r in records {
+        if r.from_dds {
             continue;
         }
-        let records = match decode_records(&entry.value) {
-            Ok(r) => r,
-            Err(err) => {
-                bump(&shared.stats.kafka_records_bad);
-                warn!("dds: kafka bridge of {}: {err}", rt.cfg.name);
-                continue;
-            }
-        };
-        for r in records {
-            if r.from_dds {
-                continue;
-            }
-            match kafka_record_to_put(&rt, r) {
-                Ok(req) => {
-                    let key = req.key.clone();
-                    let mut st = rt.state.lock().await;
-                    match shared.node.put(req).await {
-                        Ok(v) => {
-                            bump(&shared.stats.kafka_records_in);
-                            st.kafka_own.entry(key).or_default().insert(v.key_version);
-                        }
-                        Err(NodeError::NotOwner(n)) => {
-                            bump(&shared.stats.ownership_rejected);
-                            info!("dds: Kafka record for {}/{key} refused: {n}", rt.cfg.pool);
-                        }
-                        Err(err) => {
-                            bump(&shared.stats.node_errors);
-                            warn!("dds: Kafka record for {}/{key}: {err}", rt.cfg.pool);
-                        }
+        match kafka_record_to_put(rt, r) {
+            Ok(req) => {
+                let key = req.key.clone();
+                let mut st = rt.state.lock().await;
+                match shared.node.put(req).await {
+                    Ok(v) => {
+                        bump(&shared.stats.kafka_records_in);
+                        st.kafka_own.entry(key).or_default().insert(v.key_version);
+                    }
+                    Err(NodeError::NotOwner(n)) => {
+                        bump(&shared.stats.ownership_rejected);
+                        info!("dds: Kafka record for {}/{key} refused: {n}", rt.cfg.pool);
+                    }
+                    Err(err) => {
+                        bump(&shared.stats.node_errors);
+                        warn!("dds: Kafka record for {}/{key}: {err}", rt.cfg.pool);
                     }
                 }
-                Err(err) => {
-                    bump(&shared.stats.kafka_records_bad);
-                    warn!("dds: Kafka record on {} not bridged: {err}", rt.cfg.name);
-                }
+            }
+            Err(err) => {
+                bump(&shared.stats.kafka_records_bad);
+                warn!("dds: Kafka record on {} not bridged: {err}", rt.cfg.name);
             }
         }
     }
