@@ -17,9 +17,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use squall_storage::{Mode, PoolConfig};
 
-use super::groups::Coordinator;
+use super::groups::{Coordinator, GroupRecord};
 use super::produce::PartitionProducers;
-use super::topics::{self, TopicMeta, OFFSETS_POOL, PRODUCER_IDS_POOL, TOPICS_POOL};
+use super::topics::{self, TopicMeta, GROUPS_POOL, OFFSETS_POOL, PRODUCER_IDS_POOL, TOPICS_POOL};
 use super::versions::{self, SERVED};
 use super::KafkaError;
 use crate::node::{Node, NodeError, PutRequest};
@@ -239,8 +239,10 @@ pub struct KafkaBroker<N: Node> {
     pub(crate) producers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PartitionProducers>>>>,
     /// The consumer group coordinator.
     pub(crate) groups: Coordinator,
-    /// Set once the internal pools exist.
+    /// Set once the internal pools exist (and stored groups are restored).
     internal_ready: tokio::sync::OnceCell<()>,
+    /// Held while group records are taken and written, so they land in the order taken.
+    group_writes: tokio::sync::Mutex<()>,
 }
 
 impl<N: Node> std::fmt::Debug for KafkaBroker<N> {
@@ -269,6 +271,7 @@ impl<N: Node> KafkaBroker<N> {
             producers: Mutex::new(HashMap::new()),
             groups,
             internal_ready: tokio::sync::OnceCell::new(),
+            group_writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -276,7 +279,7 @@ impl<N: Node> KafkaBroker<N> {
     async fn ensure_internal_pools(&self) -> Result<(), NodeError> {
         self.internal_ready
             .get_or_try_init(|| async {
-                for name in [TOPICS_POOL, OFFSETS_POOL, PRODUCER_IDS_POOL] {
+                for name in [TOPICS_POOL, OFFSETS_POOL, PRODUCER_IDS_POOL, GROUPS_POOL] {
                     let pool = PoolConfig {
                         name: name.to_string(),
                         mode: Mode::Latest,
@@ -289,10 +292,58 @@ impl<N: Node> KafkaBroker<N> {
                         Err(e) => return Err(e),
                     }
                 }
+                self.restore_groups();
                 Ok(())
             })
             .await
             .map(|_| ())
+    }
+
+    /// Loads the consumer groups stored in [`GROUPS_POOL`] into the coordinator (after a
+    /// restart). A record that does not parse is left out (its group starts over, as before
+    /// groups were stored).
+    fn restore_groups(&self) {
+        let mut records = Vec::new();
+        for key in self.node.keys(GROUPS_POOL, "").unwrap_or_default() {
+            let Ok(e) = self.node.get(GROUPS_POOL, &key) else {
+                continue;
+            };
+            if let Ok(r) = serde_json::from_slice::<GroupRecord>(&e.value) {
+                records.push((super::offsets::unescape_group(&key), r));
+            }
+        }
+        self.groups.restore(records, std::time::Instant::now());
+    }
+
+    /// Writes every group whose persistent state changed (membership, generation, leader,
+    /// assignment) to [`GROUPS_POOL`]; returns once they are durable. Handlers call it before
+    /// answering a request that may have changed a group, so what a client is told survives
+    /// a restart. Err if a write failed (that group is written again by the next call).
+    pub(crate) async fn persist_groups(&self) -> Result<(), NodeError> {
+        let _order = self.group_writes.lock().await;
+        let mut result = Ok(());
+        for (group, record) in self.groups.take_changed() {
+            let key = super::offsets::escape_group(&group);
+            let put = match &record {
+                Some(r) => PutRequest::new(
+                    GROUPS_POOL,
+                    key,
+                    Bytes::from(serde_json::to_vec(r).unwrap_or_default()),
+                ),
+                None => {
+                    let mut put = PutRequest::new(GROUPS_POOL, key, Bytes::new());
+                    put.tombstone = true;
+                    put
+                }
+            };
+            if let Err(e) = self.node.put(put).await {
+                if !matches!(e, NodeError::NotFound) || record.is_some() {
+                    self.groups.store_failed(&group);
+                    result = Err(e);
+                }
+            }
+        }
+        result
     }
 
     /// The face's configuration.
@@ -489,7 +540,7 @@ impl<N: Node> KafkaBroker<N> {
             }
             ApiKey::LeaveGroup => {
                 let r = req!(LeaveGroupRequest);
-                respond!(self.leave_group(r, v))
+                respond!(self.leave_group(r, v).await)
             }
             ApiKey::ListGroups => {
                 let r = req!(ListGroupsRequest);

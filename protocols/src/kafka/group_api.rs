@@ -46,15 +46,24 @@ impl<N: Node> KafkaBroker<N> {
             require_known_member_id: version >= 4,
         };
         let member_id = jr.member_id.clone();
-        let r = match self.groups.join(jr, Instant::now()) {
+        let mut r = match self.groups.join(jr, Instant::now()) {
             Pending::Now(r) => r,
             Pending::Wait(rx) => rx.await.unwrap_or_else(|_| super::groups::JoinResult {
                 error: code::UNKNOWN_MEMBER_ID,
                 generation: -1,
-                member_id,
+                member_id: member_id.clone(),
                 ..Default::default()
             }),
         };
+        // The new generation is stored before any member learns it.
+        if self.persist_groups().await.is_err() && r.error == code::NONE {
+            r = super::groups::JoinResult {
+                error: code::COORDINATOR_NOT_AVAILABLE,
+                generation: -1,
+                member_id: r.member_id,
+                ..Default::default()
+            };
+        }
         JoinGroupResponse::default()
             .with_error_code(r.error)
             .with_generation_id(r.generation)
@@ -89,13 +98,20 @@ impl<N: Node> KafkaBroker<N> {
             assignments,
             Instant::now(),
         );
-        let r = match pending {
+        let mut r = match pending {
             Pending::Now(r) => r,
             Pending::Wait(rx) => rx.await.unwrap_or_else(|_| super::groups::SyncResult {
                 error: code::REBALANCE_IN_PROGRESS,
                 ..Default::default()
             }),
         };
+        // The assignment is stored before the member acts on it.
+        if self.persist_groups().await.is_err() && r.error == code::NONE {
+            r = super::groups::SyncResult {
+                error: code::COORDINATOR_NOT_AVAILABLE,
+                ..Default::default()
+            };
+        }
         SyncGroupResponse::default()
             .with_error_code(r.error)
             .with_protocol_type(r.protocol_type.map(|s| sb(&s)))
@@ -114,7 +130,11 @@ impl<N: Node> KafkaBroker<N> {
         HeartbeatResponse::default().with_error_code(e)
     }
 
-    pub(crate) fn leave_group(&self, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    pub(crate) async fn leave_group(
+        &self,
+        req: LeaveGroupRequest,
+        version: i16,
+    ) -> LeaveGroupResponse {
         let members: Vec<(String, Option<String>)> = if version >= 3 {
             req.members
                 .iter()
@@ -131,6 +151,9 @@ impl<N: Node> KafkaBroker<N> {
         let errors = self
             .groups
             .leave(req.group_id.0.as_str(), &members, Instant::now());
+        // Best effort: a member that left is gone from memory either way, and the next
+        // group change (or the timer) writes the group again.
+        let _ = self.persist_groups().await;
         if version >= 3 {
             LeaveGroupResponse::default().with_members(
                 members
@@ -222,6 +245,7 @@ impl<N: Node> KafkaBroker<N> {
         for gid in req.groups_names {
             let name = gid.0.as_str().to_string();
             let in_memory = self.groups.delete(&name);
+            let _ = self.persist_groups().await;
             let had_offsets =
                 in_memory != code::NON_EMPTY_GROUP && self.delete_committed(&name).await;
             let e = match in_memory {

@@ -8,12 +8,22 @@
 //! tests drive it deterministically. Static members (`group.instance.id`) keep their assignment
 //! across a restart: a known instance that rejoins a stable group without a member id gets a new
 //! member id and the current generation without a rebalance (unless it was the leader).
+//!
+//! Persistence: a group's generation, protocol, leader, members and assignments form a
+//! [`GroupRecord`]. Operations mark the groups they touch; [`Coordinator::take_changed`] hands
+//! out the records that differ from the last ones stored, and the broker writes them to the
+//! internal pool before it answers the request that changed them (so no client learns a
+//! generation that a restart could forget). [`Coordinator::restore`] loads them after a
+//! restart: a stable group stays stable with the same generation (its members keep
+//! heartbeating and committing; a zombie with an older generation still gets
+//! ILLEGAL_GENERATION), a group caught mid-rebalance waits for its members to rejoin.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::broker::code;
@@ -162,9 +172,132 @@ struct Group {
     /// Static instance id → member id.
     statics: BTreeMap<String, String>,
     rebalance_deadline: Option<Instant>,
+    /// Touched since the last [`Coordinator::take_changed`].
+    dirty: bool,
+    /// The record last handed out for storing (`None`: nothing stored yet).
+    stored: Option<GroupRecord>,
 }
 
+/// A group's persistent state, as stored in the internal groups pool (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The generation.
+    pub generation: i32,
+    /// `Empty`, `Stable`, or `Rebalancing` (preparing or completing a rebalance).
+    pub state: String,
+    /// Protocol type ("consumer").
+    pub protocol_type: Option<String>,
+    /// Chosen protocol (assignor).
+    pub protocol: Option<String>,
+    /// Leader's member id.
+    pub leader: Option<String>,
+    /// Members, by id.
+    pub members: Vec<MemberRecord>,
+}
+
+/// One member in a [`GroupRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Member id.
+    pub id: String,
+    /// Static id.
+    pub instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client host.
+    pub client_host: String,
+    /// Session timeout, ms.
+    pub session_timeout_ms: u64,
+    /// Rebalance timeout, ms.
+    pub rebalance_timeout_ms: u64,
+    /// Protocols offered: (name, metadata).
+    pub protocols: Vec<(String, Vec<u8>)>,
+    /// Current assignment.
+    pub assignment: Vec<u8>,
+}
+
+const STATE_REBALANCING: &str = "Rebalancing";
+
 impl Group {
+    fn record(&self) -> GroupRecord {
+        GroupRecord {
+            generation: self.generation,
+            state: match self.state {
+                GroupState::Empty | GroupState::Stable => self.state.name().to_string(),
+                _ => STATE_REBALANCING.to_string(),
+            },
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberRecord {
+                    id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: m.session_timeout.as_millis() as u64,
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as u64,
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, b)| (n.clone(), b.to_vec()))
+                        .collect(),
+                    assignment: m.assignment.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A group from its stored record, as of `now` (members' sessions start again).
+    fn from_record(r: &GroupRecord, now: Instant) -> Group {
+        let mut g = Group::new();
+        g.generation = r.generation;
+        g.protocol_type = r.protocol_type.clone();
+        g.protocol = r.protocol.clone();
+        g.leader = r.leader.clone();
+        for m in &r.members {
+            if let Some(iid) = &m.instance_id {
+                g.statics.insert(iid.clone(), m.id.clone());
+            }
+            g.members.insert(
+                m.id.clone(),
+                Member {
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout: Duration::from_millis(m.session_timeout_ms),
+                    rebalance_timeout: Duration::from_millis(m.rebalance_timeout_ms),
+                    protocols: m
+                        .protocols
+                        .iter()
+                        .map(|(n, b)| (n.clone(), Bytes::from(b.clone())))
+                        .collect(),
+                    assignment: Bytes::from(m.assignment.clone()),
+                    last_seen: now,
+                    join: None,
+                    sync: None,
+                },
+            );
+        }
+        if g.members.is_empty() {
+            g.state = GroupState::Empty;
+            g.protocol = None;
+            g.leader = None;
+        } else if r.state == GroupState::Stable.name()
+            && g.leader.as_ref().is_some_and(|l| g.members.contains_key(l))
+        {
+            g.state = GroupState::Stable;
+        } else {
+            // Caught mid-rebalance: every member has to rejoin (the deadline drops the rest).
+            g.state = GroupState::Stable;
+            g.start_rebalance(now);
+        }
+        g.stored = Some(r.clone());
+        g
+    }
+
     fn new() -> Self {
         Group {
             state: GroupState::Empty,
@@ -176,6 +309,8 @@ impl Group {
             pending: BTreeMap::new(),
             statics: BTreeMap::new(),
             rebalance_deadline: None,
+            dirty: true,
+            stored: None,
         }
     }
 
@@ -339,10 +474,19 @@ pub enum Pending<T> {
     Wait(oneshot::Receiver<T>),
 }
 
+fn lock_set(m: &Mutex<BTreeSet<String>>) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
 /// The coordinator of every group on this node.
 #[derive(Debug)]
 pub struct Coordinator {
     groups: Mutex<BTreeMap<String, Group>>,
+    /// Groups deleted since the last [`Coordinator::take_changed`].
+    deleted: Mutex<BTreeSet<String>>,
     groups_max: usize,
     members_max: usize,
     session_ms_min: i32,
@@ -360,6 +504,7 @@ impl Coordinator {
     ) -> Self {
         Coordinator {
             groups: Mutex::new(BTreeMap::new()),
+            deleted: Mutex::new(BTreeSet::new()),
             groups_max,
             members_max,
             session_ms_min,
@@ -418,6 +563,7 @@ impl Coordinator {
             return fail(code::COORDINATOR_NOT_AVAILABLE, &req.member_id);
         }
         let g = groups.entry(req.group.clone()).or_insert_with(Group::new);
+        g.dirty = true;
         if !g.members.is_empty() {
             if g.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
                 return fail(code::INCONSISTENT_GROUP_PROTOCOL, &req.member_id);
@@ -568,6 +714,7 @@ impl Coordinator {
         let Some(g) = groups.get_mut(group) else {
             return fail(code::UNKNOWN_MEMBER_ID);
         };
+        g.dirty = true;
         if let Some(iid) = instance_id {
             if g.statics.get(iid).is_some_and(|m| m != member_id) {
                 return fail(code::FENCED_INSTANCE_ID);
@@ -664,6 +811,7 @@ impl Coordinator {
         let Some(g) = groups.get_mut(group) else {
             return vec![code::UNKNOWN_MEMBER_ID; members.len()];
         };
+        g.dirty = true;
         let mut out = Vec::with_capacity(members.len());
         let mut removed = false;
         for (mid, iid) in members {
@@ -748,11 +896,13 @@ impl Coordinator {
                     g.remove_member(id);
                 }
                 g.after_removal(now);
+                g.dirty = true;
             }
             if g.state == GroupState::PreparingRebalance
                 && g.rebalance_deadline.is_some_and(|d| now >= d)
             {
                 g.maybe_complete_join(now, true);
+                g.dirty = true;
             }
         }
     }
@@ -808,8 +958,72 @@ impl Coordinator {
             Some(g) if !g.members.is_empty() => code::NON_EMPTY_GROUP,
             Some(_) => {
                 groups.remove(group);
+                lock_set(&self.deleted).insert(group.to_string());
                 code::NONE
             }
+        }
+    }
+
+    /// The groups whose persistent state changed since the last call: (group, record), or
+    /// (group, `None`) for a deleted group. Each is remembered as stored; if storing it fails,
+    /// call [`Coordinator::store_failed`] so the next call hands it out again.
+    pub fn take_changed(&self) -> Vec<(String, Option<GroupRecord>)> {
+        let mut groups = self.lock();
+        let mut out: Vec<(String, Option<GroupRecord>)> =
+            std::mem::take(&mut *lock_set(&self.deleted))
+                .into_iter()
+                .filter(|g| !groups.contains_key(g))
+                .map(|g| (g, None))
+                .collect();
+        for (id, g) in groups.iter_mut() {
+            if !g.dirty {
+                continue;
+            }
+            g.dirty = false;
+            let r = g.record();
+            if g.stored.as_ref() != Some(&r) {
+                g.stored = Some(r.clone());
+                out.push((id.clone(), Some(r)));
+            }
+        }
+        out
+    }
+
+    /// Storing `group`'s state failed: hand it out again from the next
+    /// [`Coordinator::take_changed`].
+    pub fn store_failed(&self, group: &str) {
+        match self.lock().get_mut(group) {
+            Some(g) => {
+                g.stored = None;
+                g.dirty = true;
+            }
+            None => {
+                lock_set(&self.deleted).insert(group.to_string());
+            }
+        }
+    }
+
+    /// Loads stored groups after a restart (before any request; a group the coordinator
+    /// already holds is left alone). Member ids handed out later never repeat a restored one.
+    pub fn restore(&self, records: Vec<(String, GroupRecord)>, now: Instant) {
+        let mut groups = self.lock();
+        let mut next = match self.next_id.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        for (id, r) in records {
+            if groups.contains_key(&id) || groups.len() >= self.groups_max {
+                continue;
+            }
+            for m in &r.members {
+                if let Some(n) =
+                    m.id.rsplit_once('-')
+                        .and_then(|(_, h)| u64::from_str_radix(h, 16).ok())
+                {
+                    *next = (*next).max(n);
+                }
+            }
+            groups.insert(id, Group::from_record(&r, now));
         }
     }
 

@@ -5,8 +5,9 @@
 //! batch is one stored version whose `span` is the batch's offset count, so a Kafka offset is a
 //! dense key version. Batches are stored exactly as the producer sent them (only the 8-byte base
 //! offset, which the batch CRC does not cover, is rewritten when they are fetched). Topic metadata
-//! lives in the internal pool [`TOPICS_POOL`], committed offsets in [`OFFSETS_POOL`], both
-//! `latest` pools, so they are replicated like any other data.
+//! lives in the internal pool [`TOPICS_POOL`], committed offsets in [`OFFSETS_POOL`], consumer
+//! group membership and generations in [`GROUPS_POOL`], all `latest` pools, so they are
+//! replicated like any other data.
 //!
 //! Modules:
 //! * [`frame`]: length-prefixed framing; tells an incomplete frame from an invalid one.
@@ -42,4 +43,4 @@ mod tests;
 pub use broker::{Handled, KafkaBroker, KafkaConfig};
 pub use error::KafkaError;
 pub use server::{serve, KafkaServer};
-pub use topics::{OFFSETS_POOL, PRODUCER_IDS_POOL, TOPICS_POOL};
+pub use topics::{GROUPS_POOL, OFFSETS_POOL, PRODUCER_IDS_POOL, TOPICS_POOL};

@@ -36,7 +36,8 @@ pub fn escape_group(g: &str) -> String {
     g.replace('%', "%25").replace('/', "%2F")
 }
 
-fn unescape_group(g: &str) -> String {
+/// Inverse of [`escape_group`].
+pub(crate) fn unescape_group(g: &str) -> String {
     g.replace("%2F", "/").replace("%25", "%")
 }
 

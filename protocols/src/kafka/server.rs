@@ -75,6 +75,8 @@ pub fn serve<N: Node>(
             loop {
                 iv.tick().await;
                 broker.tick(Instant::now());
+                // Groups changed by timeouts (expired members, rebalance deadlines).
+                let _ = broker.persist_groups().await;
             }
         })
     };

@@ -1904,3 +1904,136 @@ async fn fuzz_requests_randomized() {
     );
     assert!(iterations > 0);
 }
+
+/// Group membership and generation are stored in the groups pool and restored by a new broker
+/// on the same node (a restart): the member's generation still holds, a commit at an older
+/// generation gets ILLEGAL_GENERATION, DescribeGroups shows the stored member and assignment,
+/// and a new member gets a member id never handed out before and the next generation.
+#[tokio::test]
+async fn group_generation_members_and_assignment_survive_a_broker_restart() {
+    use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    let node = Arc::new(MemNode::default());
+    let b = Arc::new(
+        KafkaBroker::new(node.clone(), KafkaConfig::default())
+            .await
+            .expect("broker"),
+    );
+    assert_eq!(create(&b, "gt", 1, &[]).await, 0);
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(sb("pg")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(sb(member))
+            .with_protocol_type(sb("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(sb("range"))
+            .with_metadata(Bytes::from_static(b"m"))])
+    };
+    let sync = |gen: i32, mid: &str| {
+        SyncGroupRequest::default()
+            .with_group_id(GroupId(sb("pg")))
+            .with_generation_id(gen)
+            .with_member_id(sb(mid))
+            .with_assignments(vec![
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(sb(mid))
+                    .with_assignment(Bytes::from_static(b"asg")),
+            ])
+    };
+    let commit = |gen: i32, mid: &str| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(sb("pg")))
+            .with_generation_id_or_member_epoch(gen)
+            .with_member_id(sb(mid))
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(sb("gt")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(3)])])
+    };
+    let r = call(&b, 3, join("")).await;
+    let mid = r.member_id.to_string();
+    assert_eq!((r.error_code, r.generation_id), (0, 1));
+    assert_eq!(call(&b, 3, sync(1, &mid)).await.error_code, 0);
+    let r = call(&b, 3, join(&mid)).await;
+    assert_eq!(
+        (r.error_code, r.generation_id),
+        (0, 2),
+        "rejoin: generation 2"
+    );
+    assert_eq!(call(&b, 3, sync(2, &mid)).await.error_code, 0);
+    drop(b);
+
+    let b = Arc::new(
+        KafkaBroker::new(node.clone(), KafkaConfig::default())
+            .await
+            .expect("restarted broker"),
+    );
+    assert_eq!(
+        call(&b, 8, commit(1, &mid)).await.topics[0].partitions[0].error_code,
+        code::ILLEGAL_GENERATION,
+        "a zombie at generation 1 is fenced after the restart"
+    );
+    assert_eq!(
+        call(&b, 8, commit(2, &mid)).await.topics[0].partitions[0].error_code,
+        0,
+        "the member at the current generation commits"
+    );
+    let hb = call(
+        &b,
+        3,
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(sb("pg")))
+            .with_generation_id(2)
+            .with_member_id(sb(&mid)),
+    )
+    .await;
+    assert_eq!(hb.error_code, 0);
+    let d = call(
+        &b,
+        5,
+        DescribeGroupsRequest::default().with_groups(vec![GroupId(sb("pg"))]),
+    )
+    .await;
+    let g = &d.groups[0];
+    assert_eq!(g.group_state.as_str(), "Stable");
+    assert_eq!(g.members.len(), 1);
+    assert_eq!(g.members[0].member_id.as_str(), mid);
+    assert_eq!(g.members[0].member_assignment.as_ref(), b"asg");
+    // A new member: the barrier waits for the old member, which rejoins.
+    let b2 = b.clone();
+    let newcomer = tokio::spawn(async move { call(&b2, 3, join("")).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let old = call(&b, 3, join(&mid)).await;
+    let new = newcomer.await.expect("newcomer");
+    assert_eq!((old.error_code, new.error_code), (0, 0));
+    assert_eq!((old.generation_id, new.generation_id), (3, 3));
+    assert_ne!(new.member_id.as_str(), mid, "member ids are not reused");
+}
+
+/// A group stored mid-rebalance comes back waiting for its members to rejoin; the stored
+/// generation is the floor for the next one.
+#[test]
+fn a_group_restored_mid_rebalance_waits_for_its_members_and_moves_the_generation_on() {
+    let c = Coordinator::new(10, 10, 100, 60_000);
+    let t0 = Instant::now();
+    let a = now_join(c.join(jr("g", "", None), t0));
+    assert_eq!(a.generation, 1);
+    // CompletingRebalance (no SyncGroup yet) is stored as "Rebalancing".
+    let stored = c.take_changed();
+    assert_eq!(stored.len(), 1);
+    let (name, Some(record)) = stored[0].clone() else {
+        panic!("a record")
+    };
+    assert_eq!(record.state, "Rebalancing");
+    assert!(c.take_changed().is_empty(), "nothing changed since");
+    let r = Coordinator::new(10, 10, 100, 60_000);
+    r.restore(vec![(name, record)], t0);
+    assert_eq!(r.state("g"), Some((GroupState::PreparingRebalance, 1, 1)));
+    r.check_invariants().expect("invariants");
+    let again = now_join(r.join(jr("g", &a.member_id, None), t0));
+    assert_eq!((again.error, again.generation), (0, 2));
+    r.check_invariants().expect("invariants");
+}

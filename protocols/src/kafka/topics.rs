@@ -18,6 +18,9 @@ pub const TOPICS_POOL: &str = "__kafka_topics";
 pub const OFFSETS_POOL: &str = "__consumer_offsets";
 /// Internal pool whose single key's dense counter hands out producer ids.
 pub const PRODUCER_IDS_POOL: &str = "__kafka_producer_ids";
+/// Internal pool holding each consumer group's membership and generation, key = group id
+/// (escaped like in [`OFFSETS_POOL`]), so a restarted broker keeps fencing stale members.
+pub const GROUPS_POOL: &str = "__kafka_groups";
 /// Most partitions one topic may have.
 pub const PARTITIONS_MAX: u32 = 10_000;
 
@@ -264,7 +267,10 @@ pub fn valid_topic_name(name: &str) -> bool {
 
 /// Whether `name` is one of the face's internal pools.
 pub fn internal(name: &str) -> bool {
-    matches!(name, TOPICS_POOL | OFFSETS_POOL | PRODUCER_IDS_POOL)
+    matches!(
+        name,
+        TOPICS_POOL | OFFSETS_POOL | PRODUCER_IDS_POOL | GROUPS_POOL
+    )
 }
 
 /// The key of partition `p` of `topic`.
