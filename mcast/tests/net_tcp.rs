@@ -49,6 +49,8 @@ async fn raw_peer(to: std::net::SocketAddr, id: NodeId) -> TcpStream {
         listen: "127.0.0.1:1".parse().expect("addr"),
     }
     .encode(&mut h);
+    // The handshake ends with the id of the member dialed (every raw peer here dials B).
+    h.extend_from_slice(&B.0.to_le_bytes());
     s.write_all(&h).await.expect("hello");
     s
 }

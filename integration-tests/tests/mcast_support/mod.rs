@@ -316,7 +316,8 @@ pub fn quiesce_and_compare(ms: &mut [&mut Member], timeout: Duration) -> Result<
 /// A cuttable TCP proxy in front of every member. Member j listens on `real[j]`; its peers
 /// dial it at `front[j]`. The proxy reads each connection's handshake (`Hello`) to learn
 /// who dials, rewrites the dialer's advertised address to the dialer's own front (so
-/// members only ever learn front addresses), and forwards both ways. `cut(a, b)` closes
+/// members only ever learn front addresses), and forwards both ways (the rest of the
+/// handshake, the id of the member dialed, passes through unchanged). `cut(a, b)` closes
 /// every connection between members a and b (by node number, any incarnation) and refuses
 /// new ones until `heal`.
 pub struct Proxy {

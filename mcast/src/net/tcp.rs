@@ -5,7 +5,11 @@
 //!   pair has one connection per direction, each carrying both streams (data batches and
 //!   SST rows, as [`codec`] frames in send order). This keeps every connection's fate
 //!   simple (no dial races, no duplicate connections to resolve) and lets a member learn a
-//!   joiner's address from the joiner's handshake ([`Hello`]) and dial back.
+//!   joiner's address from the joiner's handshake ([`Hello`]) and dial back. The handshake
+//!   ends with the full id (incarnation included) of the member the dialer meant; an
+//!   acceptor refuses a connection meant for anyone else, in particular for the earlier
+//!   incarnation of itself that lived on the same address (such a connection would carry
+//!   frames for the dead process and shadow the dialer's real connection to this one).
 //! * **Framing.** Every frame is a checksummed [`codec`] frame; every length is checked
 //!   against a named limit before anything is allocated (the codec's
 //!   [`FRAME_BYTES_MAX`](crate::limits::FRAME_BYTES_MAX), [`HELLO_ADDR_BYTES_MAX`]). An
@@ -55,6 +59,9 @@ pub const READ_CHUNK_BYTES: usize = 256 << 10;
 pub const FRAMES_PER_EVENT_MAX: usize = 1024;
 /// A dialer must send its handshake within this long.
 pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// After the [`Hello`], a dialer sends the full id of the member it dialed (u64
+/// little-endian); the acceptor refuses the connection unless it is its own id.
+pub const DEST_ID_BYTES: usize = 8;
 
 /// Settings of a [`TcpTransport`].
 #[derive(Clone, Debug)]
@@ -485,6 +492,8 @@ async fn dial(a: DialArgs) {
     let _ = stream.set_nodelay(true);
     let mut hello = BytesMut::new();
     a.me.encode(&mut hello);
+    // Whom this connection is for: the acceptor refuses it unless that is exactly its id.
+    hello.extend_from_slice(&a.peer.0.to_le_bytes());
     let (mut rd, mut wr) = stream.into_split();
     let up = wr.write_all(&hello).await.is_ok();
     if up {
@@ -586,14 +595,18 @@ async fn read_loop(
     invalid: Arc<AtomicU64>,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    // The handshake, within a time limit.
+    // The handshake (hello, then the id of the member it is for), within a time limit.
     let hello = tokio::time::timeout(Duration::from_millis(HANDSHAKE_TIMEOUT_MS), async {
         loop {
             match Hello::decode(&buf) {
-                Ok((h, used)) => {
+                Ok((h, used)) if buf.len() >= used + DEST_ID_BYTES => {
                     buf.advance(used);
-                    return Some(h);
+                    let mut to = [0u8; DEST_ID_BYTES];
+                    to.copy_from_slice(&buf[..DEST_ID_BYTES]);
+                    buf.advance(DEST_ID_BYTES);
+                    return Some((h, NodeId(u64::from_le_bytes(to))));
                 }
+                Ok(_) => {}
                 Err(HelloError::Invalid(_)) => {
                     invalid.fetch_add(1, Ordering::Relaxed);
                     return None;
@@ -607,8 +620,15 @@ async fn read_loop(
         }
     })
     .await;
-    let Ok(Some(hello)) = hello else { return };
+    let Ok(Some((hello, to))) = hello else { return };
     if hello.id == me {
+        return;
+    }
+    if to != me {
+        // Dialed for another member, or for an earlier incarnation of this one that lived
+        // on this address: its frames are not ours, and taking the connection as the
+        // dialer's would shadow (and silently drop) the dialer's connection to us.
+        invalid.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let peer = hello.id;
