@@ -17,6 +17,11 @@
 //!   restarts: it must stay wedged (no view, nothing delivered) for several suspicion
 //!   timeouts; once member 2 restarts too, both install a new view and deliver again; the
 //!   late member 3, left out of that view, is removed and exits cleanly.
+//! * `damaged_files_torn_tail_is_cut_corruption_is_a_clear_error`: after a total shutdown,
+//!   member 1's file gets half a frame appended (a write cut short) and member 2's file a
+//!   flipped byte with valid frames after it: member 1 recovers, reporting the 7 bytes cut;
+//!   member 2 exits with an error naming `mcast.wal`, the offset and "corrupt frame" (no
+//!   panic); members 1 and 3, a majority of the last view, restart the group.
 //!
 //! Every test is bounded (< 30 s of work, with generous waits on a loaded machine), uses
 //! loopback only, and kills its processes on drop (also when it fails).
@@ -220,6 +225,51 @@ fn restart_waits_for_a_majority_of_the_last_view() -> Result<()> {
     let r3 = m3.last("RECOVERED ").context("recovered")?;
     for s in m3.all("STATUS ") {
         assert_eq!(s.num("count"), r3.num("count"));
+    }
+    let mut refs: Vec<&mut Member> = back.iter_mut().collect();
+    quiesce_and_compare(&mut refs, Duration::from_secs(10))?;
+    Ok(())
+}
+
+#[test]
+fn damaged_files_torn_tail_is_cut_corruption_is_a_clear_error() -> Result<()> {
+    let (specs, dirs) = durable_specs(None)?;
+    let mut ms: Vec<Member> = specs.iter().map(Member::start).collect::<Result<_>>()?;
+    wait_count(&ms, 2000, Duration::from_secs(20))?;
+    kill_all(&mut ms)?;
+    let wal = |i: usize| dirs[i].path().join(squall_mcast::net::persist::WAL_FILE);
+
+    // Member 1's file ends in half a frame (a write cut short): recovery cuts it and says so.
+    let mut f = std::fs::OpenOptions::new().append(true).open(wal(0))?;
+    std::io::Write::write_all(&mut f, &[0x53, 0x51, 0x4d, 0x57, 0xff, 0x00, 0x00])?;
+    drop(f);
+    // Member 2's file has a flipped byte in its first frame, with valid frames after it.
+    let mut b = std::fs::read(wal(1))?;
+    b[40] ^= 0x10;
+    std::fs::write(wal(1), &b)?;
+
+    let m1 = Member::start(&specs[0])?;
+    let mut m2 = Member::start(&specs[1])?;
+    let (_, r1) = m1.wait_for(0, "RECOVERED ", Duration::from_secs(10), |_| true)?;
+    assert_eq!(r1.num("torn"), 7, "{r1:?}");
+    let st = m2.wait_exit(Duration::from_secs(10))?;
+    assert!(!st.success(), "member 2 must refuse its damaged file");
+    std::thread::sleep(Duration::from_millis(100));
+    let out = m2.lines().join("\n");
+    assert!(
+        out.contains("mcast.wal") && out.contains("offset") && out.contains("corrupt frame"),
+        "member 2's error does not name the file and the offset:\n{out}"
+    );
+    assert!(!out.contains("panicked"), "member 2 panicked:\n{out}");
+    // Members 1 and 3 are a majority of the last view: the restart proceeds without 2.
+    let m3 = Member::start(&specs[2])?;
+    let mut back = vec![m1, m3];
+    for m in &back {
+        let (i, _) = m.wait_for(0, "RECOVERED ", Duration::from_secs(10), |_| true)?;
+        let (_, v) = m.wait_for(i, "VIEW ", Duration::from_secs(10), |_| true)?;
+        m.wait_for(i, "VIEW ", Duration::from_secs(15), |f| {
+            f.num("epoch") > v.num("epoch")
+        })?;
     }
     let mut refs: Vec<&mut Member> = back.iter_mut().collect();
     quiesce_and_compare(&mut refs, Duration::from_secs(10))?;
