@@ -17,6 +17,13 @@
 //!   bridged when the face is back, and records bridged before the restart are not bridged
 //!   again (each instance ends with exactly one version per record).
 //!
+//! * A Kafka producer claims an instance with record headers (`squall-owner`,
+//!   `squall-strength`, `squall-lease-ms`): the claim passes, a record without a claim or with
+//!   a weaker one is refused at produce time with POLICY_VIOLATION and a message naming the
+//!   owner and what to send, a malformed claim with INVALID_RECORD, a stronger claim takes the
+//!   instance over, and the store holds the owner for every face (an HTTP editor below it gets
+//!   409).
+//!
 //! Why: the DDS face and the Kafka face key data differently (`pool/instance` vs `topic/p`);
 //! this checks the documented mapping end to end with two independent real clients.
 
@@ -29,8 +36,11 @@ use std::time::{Duration, Instant};
 use dds_support::{flight_topic, in_netns_with, Peer};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, FutureProducer, FutureRecord, Producer, ThreadedProducer,
+};
 use rdkafka::{Offset, TopicPartitionList};
 use squall_integration_tests::{http_agent, squall_bin, Squall};
 use squall_protocols::dds::kafka_bridge::partition_for;
@@ -401,5 +411,149 @@ fn kafka_bridge_resumes_from_its_saved_position_after_a_restart() {
         metric(&agent, &base, "squall_dds_kafka_records_in_total"),
         5,
         "after the restart the face bridged the four missed records and the live one"
+    );
+}
+
+#[test]
+fn kafka_producers_claim_instances_with_record_headers() {
+    let bin = squall_bin().unwrap().to_string_lossy().into_owned();
+    if !in_netns_with(
+        "kafka_producers_claim_instances_with_record_headers",
+        &[("SQUALL_BIN", &bin)],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("squall.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let node = Squall::start(
+        &dir.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .unwrap();
+    let bootstrap = node.kafka_bootstrap().unwrap();
+    let base = node.http_url();
+    let agent = http_agent();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("message.send.max.retries", "0")
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Sends one JSON record for AF9 with these headers; Ok or the error code and message.
+    let send = |route: &str, headers: &[(&str, &str)]| {
+        let json =
+            serde_json::json!({"flight_id": "AF9", "version": 1, "route": route}).to_string();
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let rec = FutureRecord::to(KTOPIC)
+            .key("AF9")
+            .payload(&json)
+            .headers(h);
+        rt.block_on(producer.send(rec, Duration::from_secs(10)))
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    };
+    let code = |r: Result<(), rdkafka::error::KafkaError>| match r {
+        Err(e) => (e.rdkafka_error_code(), e.to_string()),
+        Ok(()) => panic!("the record was accepted"),
+    };
+
+    send(
+        "ops1-a",
+        &[("squall-owner", "ops-1"), ("squall-strength", "30")],
+    )
+    .unwrap();
+    let (c, msg) = code(send("plain", &[]));
+    assert_eq!(
+        c,
+        Some(rdkafka::types::RDKafkaErrorCode::PolicyViolation),
+        "{msg}"
+    );
+    let (c, msg) = code(send(
+        "weak",
+        &[("squall-owner", "ops-2"), ("squall-strength", "10")],
+    ));
+    assert_eq!(
+        c,
+        Some(rdkafka::types::RDKafkaErrorCode::PolicyViolation),
+        "{msg}"
+    );
+    let (c, msg) = code(send(
+        "bad",
+        &[("squall-owner", "ops-2"), ("squall-strength", "lots")],
+    ));
+    assert_eq!(
+        c,
+        Some(rdkafka::types::RDKafkaErrorCode::InvalidRecord),
+        "{msg}"
+    );
+    send(
+        "ops1-b",
+        &[("squall-owner", "ops-1"), ("squall-strength", "30")],
+    )
+    .unwrap();
+    send(
+        "ops2-a",
+        &[("squall-owner", "ops-2"), ("squall-strength", "40")],
+    )
+    .unwrap();
+    let (c, msg) = code(send(
+        "ops1-c",
+        &[("squall-owner", "ops-1"), ("squall-strength", "30")],
+    ));
+    assert_eq!(
+        c,
+        Some(rdkafka::types::RDKafkaErrorCode::PolicyViolation),
+        "{msg}"
+    );
+
+    // The accepted records (and only those) reach the DDS topic's pool, in order.
+    let ty = flight_topic("FlightPlan", "flightplans").type_desc();
+    let end = Instant::now() + Duration::from_secs(20);
+    let routes = loop {
+        let mut routes = Vec::new();
+        for v in 0..10 {
+            let (s, _, b) = get(
+                &agent,
+                &format!("{base}/v1/pools/flightplans/keys/AF9?version={v}"),
+            );
+            if s != 200 {
+                break;
+            }
+            routes.push(
+                ty.to_json(&b).unwrap()["route"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+        if routes.len() >= 3 || Instant::now() > end {
+            break routes;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(routes, ["ops1-a", "ops1-b", "ops2-a"]);
+    // The store holds the owner for every face: an HTTP editor weaker than ops-2 gets 409.
+    let mut r = agent
+        .put(format!("{base}/v1/pools/flightplans/keys/AF9"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("Squall-Owner", "console-1")
+        .header("Squall-Strength", "35")
+        .send(b"x".as_slice())
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        409,
+        "{}",
+        r.body_mut().read_to_string().unwrap()
     );
 }

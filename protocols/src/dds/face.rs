@@ -1077,9 +1077,26 @@ async fn ensure_kafka_topic<N: Node>(
             Err(e) => return Err(e.into()),
         }
     }
+    use super::kafka_bridge::{DDS_LEASE_CONFIG, DDS_POOL_CONFIG, DDS_STRENGTH_CONFIG};
+    // What the Kafka face needs to check ownership claims of produced records.
+    let dds_configs = [
+        (DDS_POOL_CONFIG, cfg.pool.clone()),
+        (DDS_STRENGTH_CONFIG, cfg.editor_strength.to_string()),
+        (DDS_LEASE_CONFIG, cfg.editor_lease_ms.to_string()),
+    ];
     if let Ok(e) = node.get(TOPICS_POOL, topic) {
-        if let Some(meta) = TopicMeta::from_bytes(&e.value) {
+        if let Some(mut meta) = TopicMeta::from_bytes(&e.value) {
             if node.pool(topic).is_some() {
+                let stale = dds_configs
+                    .iter()
+                    .any(|(k, v)| meta.configs.get(*k) != Some(v));
+                if stale {
+                    for (k, v) in &dds_configs {
+                        meta.configs.insert((*k).to_owned(), v.clone());
+                    }
+                    node.put(PutRequest::new(TOPICS_POOL, topic, meta.to_bytes()))
+                        .await?;
+                }
                 return Ok(KafkaSide {
                     topic: topic.to_string(),
                     partitions: meta.partitions.max(1),
@@ -1091,6 +1108,9 @@ async fn ensure_kafka_topic<N: Node>(
         partitions: cfg.kafka_partitions,
         ..TopicMeta::default()
     };
+    for (k, v) in &dds_configs {
+        meta.configs.insert((*k).to_owned(), v.clone());
+    }
     meta.configs.insert(
         "squall.durable".into(),
         cfg.pool_config().durable.to_string(),
@@ -1351,6 +1371,7 @@ fn kafka_record_to_put(
     rt: &TopicRt,
     r: super::kafka_bridge::BridgeRecord,
 ) -> Result<PutRequest, String> {
+    let claim = r.claim;
     let key = r
         .key
         .as_deref()
@@ -1392,6 +1413,14 @@ fn kafka_record_to_put(
         }
     };
     req.sensor_time_us = sensor_time_us;
+    // `squall-owner` (+ `squall-strength`, `squall-lease-ms`): the put claims the instance, as
+    // an HTTP editor's does; the store arbitrates it where the put is ordered.
+    if let Some(c) = claim? {
+        req.expect = Expect::Owned {
+            claim: c.to_claim(rt.cfg.editor_strength, rt.cfg.editor_lease_ms),
+            version: None,
+        };
+    }
     Ok(req)
 }
 

@@ -26,6 +26,90 @@ pub const ORIGIN_HEADER: &str = "squall-origin";
 pub const ORIGIN_DDS: &[u8] = b"dds";
 /// Most records taken from one stored Kafka batch (larger batches are refused).
 pub const RECORDS_PER_BATCH_MAX: usize = 10_000;
+/// Record header that makes a record an ownership claim on its instance (EXCLUSIVE topics):
+/// the editor's name (its writer id is `writer_id("kafka:<name>")`).
+pub const OWNER_HEADER: &str = "squall-owner";
+/// The claim's strength (an i32 as text); default: the topic's `editor_strength`.
+pub const STRENGTH_HEADER: &str = "squall-strength";
+/// The claim's lease in ms (a u64 as text); default: the topic's `editor_lease_ms`.
+pub const LEASE_HEADER: &str = "squall-lease-ms";
+/// Longest `squall-owner` name.
+pub const OWNER_NAME_BYTES_MAX: usize = 128;
+/// Kafka topic config the face sets on a bridged topic: the DDS pool its records go to (the
+/// Kafka face checks ownership claims against it when a batch is produced).
+pub const DDS_POOL_CONFIG: &str = "squall.dds.pool";
+/// Kafka topic config: the DDS topic's `editor_strength` (the default strength of a claim).
+pub const DDS_STRENGTH_CONFIG: &str = "squall.dds.editor_strength";
+/// Kafka topic config: the DDS topic's `editor_lease_ms` (the default lease of a claim).
+pub const DDS_LEASE_CONFIG: &str = "squall.dds.editor_lease_ms";
+
+/// An ownership claim carried by a record's headers, before defaults are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordClaim {
+    /// The editor's name (`squall-owner`).
+    pub owner: String,
+    /// `squall-strength`, if given.
+    pub strength: Option<i32>,
+    /// `squall-lease-ms`, if given.
+    pub lease_ms: Option<u64>,
+}
+
+impl RecordClaim {
+    /// The store claim, with the topic's defaults for what the record did not say.
+    pub fn to_claim(
+        &self,
+        editor_strength: i32,
+        editor_lease_ms: u64,
+    ) -> squall_storage::owner::Claim {
+        squall_storage::owner::Claim {
+            writer: squall_storage::owner::writer_id(&format!("kafka:{}", self.owner)),
+            strength: self.strength.unwrap_or(editor_strength),
+            lease_us: self
+                .lease_ms
+                .unwrap_or(editor_lease_ms)
+                .saturating_mul(1000),
+        }
+    }
+}
+
+/// The claim in a record's headers: `Ok(None)` without `squall-owner`; `Err` says which header
+/// is malformed (strength or lease without an owner, a bad number, an empty or long name).
+fn claim_of(
+    headers: &kafka_protocol::indexmap::IndexMap<StrBytes, Option<Bytes>>,
+) -> Result<Option<RecordClaim>, String> {
+    let text = |name: &str| -> Result<Option<String>, String> {
+        match headers.iter().find(|(k, _)| &***k == name).map(|(_, v)| v) {
+            None => Ok(None),
+            Some(v) => v
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(|s| Some(s.trim().to_owned()))
+                .ok_or_else(|| format!("record header {name} must be UTF-8 text")),
+        }
+    };
+    let strength = text(STRENGTH_HEADER)?
+        .map(|s| s.parse::<i32>())
+        .transpose()
+        .map_err(|_| format!("record header {STRENGTH_HEADER} must be an integer (i32)"))?;
+    let lease_ms = text(LEASE_HEADER)?
+        .map(|s| s.parse::<u64>())
+        .transpose()
+        .map_err(|_| format!("record header {LEASE_HEADER} must be a number of milliseconds"))?;
+    match text(OWNER_HEADER)? {
+        None if strength.is_some() || lease_ms.is_some() => Err(format!(
+            "record headers {STRENGTH_HEADER} and {LEASE_HEADER} go with {OWNER_HEADER}"
+        )),
+        None => Ok(None),
+        Some(o) if o.is_empty() || o.len() > OWNER_NAME_BYTES_MAX => Err(format!(
+            "record header {OWNER_HEADER} must be a name of 1..={OWNER_NAME_BYTES_MAX} bytes"
+        )),
+        Some(owner) => Ok(Some(RecordClaim {
+            owner,
+            strength,
+            lease_ms,
+        })),
+    }
+}
 
 /// One record as the bridge sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +122,8 @@ pub struct BridgeRecord {
     pub timestamp_ms: i64,
     /// Whether the bridge itself produced it from DDS.
     pub from_dds: bool,
+    /// The ownership claim its headers make (`squall-owner`, …), or why they are malformed.
+    pub claim: Result<Option<RecordClaim>, String>,
 }
 
 /// Kafka's murmur2 (the Java client's `Utils.murmur2`, seed 0x9747b28c).
@@ -139,14 +225,101 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<BridgeRecord>, DdsError> {
                 .headers
                 .iter()
                 .any(|(k, v)| &**k == ORIGIN_HEADER && v.as_deref() == Some(ORIGIN_DDS));
+            let claim = claim_of(&r.headers);
             BridgeRecord {
                 key: r.key,
                 value: r.value,
                 timestamp_ms: r.timestamp,
                 from_dds,
+                claim,
             }
         })
         .collect())
+}
+
+/// Why a produced batch is refused before it is appended (the Kafka face's hook, see
+/// [`check_claims`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    /// A record's claim headers are malformed (Kafka `INVALID_RECORD`).
+    Malformed(String),
+    /// A record would be refused by the instance's owner (Kafka `POLICY_VIOLATION`).
+    NotOwner(String),
+}
+
+impl std::fmt::Display for ClaimRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClaimRefusal::Malformed(m) | ClaimRefusal::NotOwner(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The Kafka face's check of a batch produced to a topic bridged to a DDS pool (the topic has
+/// [`DDS_POOL_CONFIG`]): each record goes to the instance its key names, and is refused now,
+/// with a message a Kafka user can act on, if the store would refuse it: the instance has a
+/// live owner and the record makes no claim (`squall-owner`) or a weaker one. A stronger claim,
+/// or the owner's own, passes; records later in the batch see the claims of earlier ones.
+/// This is the answer the producer gets; the store still arbitrates each put when the bridge
+/// makes it (a claim that races another writer may lose there: counted in
+/// `ownership_rejected`).
+pub fn check_claims<N: crate::node::Node>(
+    node: &N,
+    configs: &std::collections::BTreeMap<String, String>,
+    batch: &Bytes,
+) -> Result<(), ClaimRefusal> {
+    use squall_storage::owner::arbitrate;
+    let Some(pool) = configs.get(DDS_POOL_CONFIG) else {
+        return Ok(());
+    };
+    let num = |k: &str| configs.get(k).and_then(|v| v.parse::<i64>().ok());
+    let strength = num(DDS_STRENGTH_CONFIG)
+        .and_then(|v| i32::try_from(v).ok())
+        .unwrap_or(0);
+    let lease_ms = num(DDS_LEASE_CONFIG)
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0);
+    // An undecodable batch is the bridge's to count, not a claim to refuse.
+    let Ok(records) = decode_records(batch) else {
+        return Ok(());
+    };
+    let mut owners: std::collections::BTreeMap<String, Option<squall_storage::owner::Owner>> =
+        std::collections::BTreeMap::new();
+    for r in records.into_iter().filter(|r| !r.from_dds) {
+        let Some(key) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) else {
+            continue;
+        };
+        let claim = r
+            .claim
+            .map_err(ClaimRefusal::Malformed)?
+            .map(|c| c.to_claim(strength, lease_ms));
+        let current = match owners.get(key) {
+            Some(o) => *o,
+            None => node.owner(pool, key).unwrap_or(None),
+        };
+        // `owner` gives live owners only, so any time before their lease end will do.
+        match arbitrate(current, claim, r.value.is_none(), 0) {
+            Ok(after) => {
+                owners.insert(key.to_owned(), after);
+            }
+            Err(_) => {
+                let o = current.map_or((0, 0), |o| (o.writer, o.strength));
+                return Err(ClaimRefusal::NotOwner(match claim {
+                    None => format!(
+                        "instance {key:?} of DDS topic pool {pool} is owned (writer {:#018x}, strength {}); \
+                         claim it with the record headers {OWNER_HEADER}: <name> and {STRENGTH_HEADER} above {}",
+                        o.0, o.1, o.1
+                    ),
+                    Some(c) => format!(
+                        "instance {key:?} of DDS topic pool {pool} is owned (writer {:#018x}, strength {}): \
+                         the claim's strength {} is not above it",
+                        o.0, o.1, c.strength
+                    ),
+                }));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -184,10 +357,49 @@ mod tests {
                 value: Some(Bytes::from_static(b"\x00\x01\x00\x00xyz")),
                 timestamp_ms: 1234,
                 from_dds: true,
+                claim: Ok(None),
             }]
         );
         let t = decode_records(&encode_record("FP2", None, 5).unwrap()).unwrap();
         assert_eq!(t[0].value, None);
         assert!(decode_records(&Bytes::from_static(b"garbage")).is_err());
+    }
+
+    #[test]
+    fn claim_headers_parse_and_bad_ones_are_named() {
+        let h = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        StrBytes::from_string((*k).to_owned()),
+                        Some(Bytes::copy_from_slice(v.as_bytes())),
+                    )
+                })
+                .collect::<kafka_protocol::indexmap::IndexMap<_, _>>()
+        };
+        assert_eq!(claim_of(&h(&[])), Ok(None));
+        let c = claim_of(&h(&[("squall-owner", "ops-7"), ("squall-strength", "30")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (c.owner.as_str(), c.strength, c.lease_ms),
+            ("ops-7", Some(30), None)
+        );
+        let claim = c.to_claim(15, 2_000);
+        assert_eq!(claim.strength, 30);
+        assert_eq!(claim.lease_us, 2_000_000, "the topic's lease by default");
+        assert_eq!(
+            claim.writer,
+            squall_storage::owner::writer_id("kafka:ops-7")
+        );
+        for bad in [
+            &[("squall-strength", "3")][..],
+            &[("squall-owner", "x"), ("squall-strength", "strong")],
+            &[("squall-owner", "x"), ("squall-lease-ms", "-1")],
+            &[("squall-owner", " ")],
+        ] {
+            assert!(claim_of(&h(bad)).is_err(), "{bad:?}");
+        }
     }
 }

@@ -364,6 +364,25 @@ impl<N: Node> KafkaBroker<N> {
                 "transactional batches are not supported by Squall yet",
             );
         }
+        // A topic bridged to a DDS pool: refuse now what the instance's owner would refuse
+        // (hook of the DDS face, crate::dds::kafka_bridge::check_claims).
+        #[cfg(feature = "dds")]
+        for b in &batches {
+            use crate::dds::kafka_bridge::{check_claims, ClaimRefusal};
+            match check_claims(
+                &*self.node,
+                &meta.configs,
+                &records.slice(b.start..b.start + b.len),
+            ) {
+                Ok(()) => {}
+                Err(ClaimRefusal::Malformed(m)) => {
+                    return PartitionResult::err(code::INVALID_RECORD, m)
+                }
+                Err(ClaimRefusal::NotOwner(m)) => {
+                    return PartitionResult::err(code::POLICY_VIOLATION, m)
+                }
+            }
+        }
         let compact = meta.compact();
         let mut keys = Vec::with_capacity(batches.len());
         for b in &batches {
