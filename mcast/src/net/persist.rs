@@ -20,7 +20,7 @@
 //! The driver queues records as the node's actions come out; after each drain it hands the
 //! pile to a writer thread ([`FilePersist::submit`]). The writer takes everything waiting
 //! (several piles, if they queued up during its previous fsync), writes it as **one frame**
-//! and fsyncs once; only then does it report the `Persist`/`PersistControl` requests of the
+//! (a pile beyond [`FRAME_BODY_MAX`] as several, each synced before the next) and fsyncs once; only then does it report the `Persist`/`PersistControl` requests of the
 //! pile as done ([`PersistDone`]), which the driver feeds to the node. A reset record
 //! (`Founded`/`Snapshot`) makes the writer rewrite the file instead (the boot record, every
 //! control record, the reset record and what follows it) into a temporary file, fsync it,
@@ -555,7 +555,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Writes `body` (whole records) as frames of at most [`FRAME_BODY_MAX`] bytes, splitting
-/// only between records.
+/// only between records. Every frame but the last is synced before the next is written, so
+/// the torn-tail rule holds (only the last frame of the file can be unconfirmed); the caller
+/// syncs the last.
 fn write_frames(f: &mut File, body: &[u8]) -> std::io::Result<()> {
     let mut start = 0;
     while start < body.len() {
@@ -570,6 +572,9 @@ fn write_frames(f: &mut File, body: &[u8]) -> std::io::Result<()> {
                 break;
             }
             end = next.min(body.len());
+        }
+        if start > 0 {
+            f.sync_data()?;
         }
         f.write_all(&frame(&body[start..end]))?;
         start = end;
