@@ -60,7 +60,25 @@ pub fn encode(msg: &Message, out: &mut BytesMut) {
 
 /// Decodes the first frame in `buf`: the message and the bytes it used.
 /// `Err(Incomplete)`: read more and call again; `Err(InvalidFrame)`: close the connection.
+/// Payloads are copied out of `buf`; [`decode_shared`] avoids that.
 pub fn decode(buf: &[u8]) -> Result<(Message, usize), Error> {
+    let total = frame_len(buf)?;
+    decode_body(buf, total, None)
+}
+
+/// Like [`decode`], but payloads and snapshots are slices of `buf` (no copy, no allocation
+/// per payload). They keep `buf`'s whole allocation alive as long as they live: a holder
+/// that keeps messages for long should copy them.
+pub fn decode_shared(buf: &Bytes) -> Result<(Message, usize), Error> {
+    let total = frame_len(buf)?;
+    decode_body(buf, total, Some(buf))
+}
+
+/// The length of the frame at the start of `buf` (header included) once its header is
+/// buffered and valid: `Err(Incomplete)` if the header is not all there, `Err(InvalidFrame)`
+/// for a bad magic, version or a length over [`limits::FRAME_BYTES_MAX`]. The body may still
+/// be incomplete.
+pub fn frame_len(buf: &[u8]) -> Result<usize, Error> {
     if buf.len() < HEADER_BYTES {
         return Err(Error::Incomplete);
     }
@@ -71,21 +89,34 @@ pub fn decode(buf: &[u8]) -> Result<(Message, usize), Error> {
     if buf[2] != VERSION {
         return Err(Error::InvalidFrame("unknown codec version"));
     }
-    let kind = buf[3];
     let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
     if len > limits::FRAME_BYTES_MAX {
         return Err(Error::InvalidFrame("frame longer than FRAME_BYTES_MAX"));
     }
-    let crc = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
-    let total = HEADER_BYTES + len;
+    Ok(HEADER_BYTES + len)
+}
+
+/// Decodes the frame of `total` bytes (header checked by [`frame_len`]) at the start of
+/// `buf`; with `shared` (the same bytes as `buf`), payloads are slices of it.
+fn decode_body(
+    buf: &[u8],
+    total: usize,
+    shared: Option<&Bytes>,
+) -> Result<(Message, usize), Error> {
     if buf.len() < total {
         return Err(Error::Incomplete);
     }
+    let kind = buf[3];
+    let crc = u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]);
     let body = &buf[HEADER_BYTES..total];
     if crc32c::crc32c(body) != crc {
         return Err(Error::InvalidFrame("checksum mismatch"));
     }
-    let mut r = Reader { buf: body, pos: 0 };
+    let mut r = Reader {
+        buf: body,
+        pos: 0,
+        shared,
+    };
     let msg = match kind {
         KIND_DATA => Message::Data(Arc::new(r.data()?)),
         KIND_ROW => Message::Row(Arc::new(r.row()?)),
@@ -241,8 +272,11 @@ fn put_state(out: &mut BytesMut, s: &StateTransfer) {
 // ------------------------------------------------------------------ decoding
 
 struct Reader<'a> {
+    /// The frame body.
     buf: &'a [u8],
     pos: usize,
+    /// The whole frame (header included) when byte strings are to be sliced, not copied.
+    shared: Option<&'a Bytes>,
 }
 
 impl Reader<'_> {
@@ -318,7 +352,13 @@ impl Reader<'_> {
     }
     fn bytes(&mut self, max: usize) -> Result<Bytes, Error> {
         let n = self.count(max, 1, "byte string longer than its limit")?;
-        Ok(Bytes::copy_from_slice(self.take(n)?))
+        let start = self.pos;
+        self.take(n)?;
+        let end = start + n;
+        Ok(match self.shared {
+            Some(frame) => frame.slice(HEADER_BYTES + start..HEADER_BYTES + end),
+            None => Bytes::copy_from_slice(&self.buf[start..end]),
+        })
     }
     fn proposal(&mut self) -> Result<Proposal, Error> {
         let epoch = self.u64()?;
@@ -548,6 +588,35 @@ mod tests {
     }
 
     #[test]
+    fn shared_decoding_gives_the_same_messages_with_payloads_sliced_from_the_buffer() {
+        let mut buf = BytesMut::new();
+        for m in samples() {
+            encode(&m, &mut buf);
+        }
+        let mut rest = buf.freeze();
+        let range = rest.as_ptr_range();
+        for m in samples() {
+            assert_eq!(frame_len(&rest), decode(&rest).map(|(_, used)| used));
+            let (got, used) = decode_shared(&rest).unwrap();
+            assert_eq!(got, m);
+            let sliced = match &got {
+                Message::Data(b) => b.msgs.iter().find_map(|m| match m {
+                    DataMsg::App { payload, .. } => Some(payload.clone()),
+                    DataMsg::Null => None,
+                }),
+                Message::State(s) => Some(s.data.clone()),
+                _ => None,
+            };
+            if let Some(p) = sliced {
+                // No copy: the payload points into the received buffer.
+                assert!(range.contains(&p.as_ptr()), "payload was copied");
+            }
+            let _ = rest.split_to(used);
+        }
+        assert!(rest.is_empty());
+    }
+
+    #[test]
     fn every_strict_prefix_is_incomplete_never_invalid() {
         for m in samples() {
             let mut buf = BytesMut::new();
@@ -555,6 +624,11 @@ mod tests {
             for cut in 0..buf.len() {
                 assert_eq!(
                     decode(&buf[..cut]).unwrap_err(),
+                    Error::Incomplete,
+                    "prefix {cut} of {m:?}"
+                );
+                assert_eq!(
+                    decode_shared(&Bytes::copy_from_slice(&buf[..cut])).unwrap_err(),
                     Error::Incomplete,
                     "prefix {cut} of {m:?}"
                 );
@@ -628,7 +702,8 @@ mod tests {
             let mut v = valid.to_vec();
             let i = (next() as usize) % v.len();
             v[i] ^= (next() as u8) | 1;
-            let _ = decode(&v);
+            let shared = decode_shared(&Bytes::copy_from_slice(&v));
+            assert_eq!(decode(&v), shared);
             let n = (next() % 64) as usize;
             let junk: Vec<u8> = (0..n).map(|_| next() as u8).collect();
             let _ = decode(&junk);

@@ -95,6 +95,9 @@ struct View {
 struct Sent {
     index: u64,
     msg: DataMsg,
+    /// Application messages (not nulls) of this epoch's stream before this one: with
+    /// `EpochState::apps_sent` it counts the in-flight ones in O(1) (`outstanding`).
+    apps_before: u64,
 }
 
 /// An admitted message not yet given a slot (FIFO; trimmed resends go first).
@@ -125,6 +128,12 @@ struct EpochState {
     /// My own stream: `sent[i].index == sent_base + i`.
     sent: VecDeque<Sent>,
     sent_base: u64,
+    /// Application messages ever put in `sent` this epoch.
+    apps_sent: u64,
+    /// Index in my stream at or below the first own application message not yet delivered
+    /// here: only nulls and delivered messages lie before it, so [`Node::local_frontier`]
+    /// starts there (it only moves forward within an epoch, see `advance_frontier_cursor`).
+    frontier_cursor: u64,
     /// Per sender rank: received messages not yet delivered, `recv[r][i]` has index `recv_base[r] + i`.
     recv: Vec<VecDeque<DataMsg>>,
     recv_base: Vec<u64>,
@@ -456,18 +465,44 @@ impl Node {
     }
     /// Admitted own messages not yet delivered at every shard member (queued included).
     pub fn outstanding(&self) -> usize {
+        let in_flight = self.in_flight();
+        debug_assert_eq!(
+            in_flight,
+            self.in_flight_by_scan(),
+            "incremental in-flight count"
+        );
+        in_flight + self.queue.len()
+    }
+
+    /// Own application messages sent and not yet delivered at every shard member, in O(1):
+    /// the stream is in index order and its positions grow with the index, so they are the
+    /// suffix from the first index whose position is not below the SST's delivered minimum.
+    fn in_flight(&self) -> usize {
+        let n = self.ep.n();
+        if n == 0 {
+            return self.in_flight_by_scan();
+        }
+        let k = first_index_at_or_after(self.min_delivered_all(), n, self.ep.rank as u64);
+        let off = k.max(self.ep.sent_base) - self.ep.sent_base;
+        match self.ep.sent.get(off as usize) {
+            Some(s) => (self.ep.apps_sent - s.apps_before) as usize,
+            None => 0,
+        }
+    }
+
+    /// The definition of [`Node::in_flight`], by a scan of the window (checked against it in
+    /// debug builds).
+    fn in_flight_by_scan(&self) -> usize {
         let min_delivered = self.min_delivered_all();
         let n = self.ep.n();
-        let in_flight = self
-            .ep
+        self.ep
             .sent
             .iter()
             .filter(|s| {
                 matches!(s.msg, DataMsg::App { .. })
                     && s.index * n + self.ep.rank as u64 >= min_delivered
             })
-            .count();
-        in_flight + self.queue.len()
+            .count()
     }
     /// Timestamp of the next heartbeat (call `tick` then).
     pub fn next_timeout(&self) -> u64 {
@@ -644,7 +679,7 @@ impl Node {
         self.advance(now_us);
         match msg {
             Message::Row(row) => self.on_row(from, row),
-            Message::Data(batch) => self.on_data(from, &batch),
+            Message::Data(batch) => self.on_data(from, batch),
             Message::Join { from: joiner } => self.on_join(joiner),
             Message::State(st) => self.on_state(from, st),
         }
@@ -783,7 +818,7 @@ impl Node {
         }
     }
 
-    fn on_data(&mut self, from: NodeId, b: &DataBatch) {
+    fn on_data(&mut self, from: NodeId, b: Arc<DataBatch>) {
         if self.status != Status::Member
             || b.epoch != self.view.epoch
             || Some(b.shard) != self.ep.shard
@@ -798,15 +833,18 @@ impl Node {
         if self.ep.wedged {
             return; // received counters are frozen once wedged
         }
-        for (index, m) in (b.first_index..).zip(b.msgs.iter()) {
+        let first_index = b.first_index;
+        // The batch is normally ours alone (just decoded): take its messages, no clones.
+        let msgs = Arc::try_unwrap(b).map_or_else(|b| b.msgs.clone(), |b| b.msgs);
+        for (index, m) in (first_index..).zip(msgs) {
             if index == self.ep.received(r) {
-                if let DataMsg::App { ts, payload, .. } = m {
+                if let DataMsg::App { ts, payload, .. } = &m {
                     if payload.len() > self.cfg.payload_bytes_max {
                         return; // a peer violating the limit: ignore the rest
                     }
                     self.clock.observe(*ts);
                 }
-                self.ep.recv[r].push_back(m.clone());
+                self.ep.recv[r].push_back(m);
                 self.row_dirty = true;
             }
         }
@@ -889,6 +927,7 @@ impl Node {
                 self.deliver_stable();
                 self.prune();
             }
+            self.advance_frontier_cursor();
             self.frontiers();
             break;
         }
@@ -1639,7 +1678,15 @@ impl Node {
                 }
                 _ => DataMsg::Null,
             };
-            self.ep.sent.push_back(Sent { index, msg });
+            let apps_before = self.ep.apps_sent;
+            if matches!(msg, DataMsg::App { .. }) {
+                self.ep.apps_sent += 1;
+            }
+            self.ep.sent.push_back(Sent {
+                index,
+                msg,
+                apps_before,
+            });
         }
         let last = self.ep.next_index();
         if last > first {
@@ -1656,13 +1703,13 @@ impl Node {
                 .copied()
                 .filter(|m| *m != self.id)
                 .collect();
-            for p in peers {
-                self.send_range(p, shard, first, last);
-            }
+            self.send_range(&peers, shard, first, last);
         }
     }
 
-    fn send_range(&mut self, to: NodeId, shard: ShardId, from: u64, to_excl: u64) {
+    /// Sends my stream's `from..to_excl` to each of `to`, in batches of at most
+    /// `batch_messages_max`; each batch is built once and shared by every peer.
+    fn send_range(&mut self, to: &[NodeId], shard: ShardId, from: u64, to_excl: u64) {
         let mut i = from.max(self.ep.sent_base);
         while i < to_excl {
             let end = to_excl.min(i + self.cfg.batch_messages_max as u64);
@@ -1676,13 +1723,18 @@ impl Node {
                 first_index: i,
                 msgs,
             };
-            self.actions.push_back(Action::Send {
-                to,
-                msg: Message::Data(Arc::new(batch)),
-            });
+            let batch = Arc::new(batch);
+            for &p in to {
+                self.actions.push_back(Action::Send {
+                    to: p,
+                    msg: Message::Data(batch.clone()),
+                });
+            }
             i = end;
         }
-        self.ep.last_data_us.insert(to, self.now_us);
+        for &p in to {
+            self.ep.last_data_us.insert(p, self.now_us);
+        }
     }
 
     fn retransmit(&mut self) {
@@ -1706,7 +1758,7 @@ impl Node {
             let last = self.ep.last_data_us.get(&p).copied().unwrap_or(0);
             if theirs < next && self.now_us >= last + self.cfg.retransmit_us {
                 let upto = next.min(theirs + self.cfg.batch_messages_max as u64);
-                self.send_range(p, shard, theirs, upto);
+                self.send_range(&[p], shard, theirs, upto);
             }
         }
     }
@@ -1817,7 +1869,11 @@ impl Node {
         let Some(off) = k.checked_sub(self.ep.recv_base[r]) else {
             return false;
         };
-        let Some(msg) = self.ep.recv[r].get(off as usize).cloned() else {
+        // Taken, not cloned: a delivered position is never read again (`prune` drops it).
+        let Some(msg) = self.ep.recv[r]
+            .get_mut(off as usize)
+            .map(|m| std::mem::replace(m, DataMsg::Null))
+        else {
             return false;
         };
         self.ep.delivered = next;
@@ -1889,15 +1945,66 @@ impl Node {
 
     // ----------------------------------------------------------------- frontiers and rows
 
+    /// The lowest stamp of my own messages not yet delivered here, else my clock + 1.
+    /// Own messages are stamped by a strictly increasing clock in index order, so the lowest
+    /// is the first application message at or after the first undelivered index: found from
+    /// `frontier_cursor` (normally in one look, see `advance_frontier_cursor`).
     fn local_frontier(&self) -> Hlc {
+        let f = self.clock.last().succ();
+        if self.bugs.frontier_ignores_pending {
+            return f;
+        }
+        let fast = match self.first_pending_app(self.ep.frontier_cursor) {
+            (Some(ts), _) => f.min(ts),
+            (None, _) => f,
+        };
+        debug_assert_eq!(fast, self.local_frontier_by_scan(), "incremental frontier");
+        fast
+    }
+
+    /// From index `from` on (at least the first undelivered one): the stamp of the first own
+    /// application message not yet delivered here, and the index where the search stopped
+    /// (that message's, or the end of the stream).
+    fn first_pending_app(&self, from: u64) -> (Option<Hlc>, u64) {
+        let n = self.ep.n();
+        let base = self.ep.sent_base;
+        let mut i = if n == 0 {
+            base
+        } else {
+            from.max(first_index_at_or_after(
+                self.ep.delivered,
+                n,
+                self.ep.rank as u64,
+            ))
+            .max(base)
+        };
+        while let Some(s) = self.ep.sent.get((i - base) as usize) {
+            if let DataMsg::App { ts, .. } = &s.msg {
+                return (Some(*ts), i);
+            }
+            i += 1;
+        }
+        (None, i)
+    }
+
+    /// Moves `frontier_cursor` past the nulls and delivered messages before the first
+    /// pending one. It never passes a pending application message: what it skips is a null
+    /// or below the delivered count, which only grows within an epoch (the cursor is reset
+    /// with the epoch state).
+    fn advance_frontier_cursor(&mut self) {
+        let (_, at) = self.first_pending_app(self.ep.frontier_cursor);
+        self.ep.frontier_cursor = at;
+    }
+
+    /// The definition of [`Node::local_frontier`], by a scan of the window (checked against
+    /// it in debug builds).
+    fn local_frontier_by_scan(&self) -> Hlc {
         let mut f = self.clock.last().succ();
-        if !self.bugs.frontier_ignores_pending {
-            let n = self.ep.n();
-            for s in &self.ep.sent {
-                if let DataMsg::App { ts, .. } = &s.msg {
-                    if s.index * n + self.ep.rank as u64 >= self.ep.delivered {
-                        f = f.min(*ts);
-                    }
+        let n = self.ep.n();
+        for s in &self.ep.sent {
+            if let DataMsg::App { ts, .. } = &s.msg {
+                if s.index * n + self.ep.rank as u64 >= self.ep.delivered {
+                    f = f.min(*ts);
                 }
             }
         }
@@ -2143,5 +2250,15 @@ impl Node {
             return Err("stability frontier ahead of the local clock".into());
         }
         Ok(())
+    }
+}
+
+/// The first index `k` of sender rank `rank` (of `n`) whose position `k·n + rank` is at least
+/// `pos`.
+fn first_index_at_or_after(pos: u64, n: u64, rank: u64) -> u64 {
+    if pos > rank {
+        (pos - rank).div_ceil(n)
+    } else {
+        0
     }
 }

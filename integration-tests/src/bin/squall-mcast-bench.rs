@@ -18,8 +18,13 @@
 //! ```text
 //! cargo build --release -p squall-integration-tests --bin squall-mcast-member --bin squall-mcast-bench
 //! target/release/squall-mcast-bench [--sizes 100,1024,65536] [--warmup-ms 1000]
-//!     [--measure-ms 3000] [--window-bytes 8388608]
+//!     [--measure-ms 3000] [--window-bytes 8388608] [--baseline-member PATH]
 //! ```
+//!
+//! `--baseline-member PATH` (another build of `squall-mcast-member`, e.g. of an older commit)
+//! adds, per size, the ordered phases at full speed and at the same half rate run with that
+//! binary, right after the current one's, and prints them in a second table: a before/after
+//! comparison measured in the same run.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -80,6 +85,7 @@ struct Args {
     warmup_ms: u64,
     measure_ms: u64,
     window_bytes: usize,
+    baseline_member: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args> {
@@ -88,6 +94,7 @@ fn parse() -> Result<Args> {
         warmup_ms: 1000,
         measure_ms: 3000,
         window_bytes: 8 << 20,
+        baseline_member: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -98,6 +105,7 @@ fn parse() -> Result<Args> {
             "--warmup-ms" => a.warmup_ms = v.parse()?,
             "--measure-ms" => a.measure_ms = v.parse()?,
             "--window-bytes" => a.window_bytes = v.parse()?,
+            "--baseline-member" => a.baseline_member = Some(PathBuf::from(v)),
             x => bail!("unknown argument {x}"),
         }
         i += 2;
@@ -125,11 +133,20 @@ fn window_for(a: &Args, size: usize) -> usize {
 }
 
 fn run_phase(a: &Args, raw: bool, size: usize, rate: u64) -> Result<Phase> {
-    let bin = member_bin()?;
+    run_phase_with(&member_bin()?, a, raw, size, rate)
+}
+
+fn run_phase_with(
+    bin: &std::path::Path,
+    a: &Args,
+    raw: bool,
+    size: usize,
+    rate: u64,
+) -> Result<Phase> {
     let addrs = free_addrs(3)?;
     let mut procs = Procs(Vec::new());
     for i in 0..3 {
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.args([
             "--id",
             &(i + 1).to_string(),
@@ -221,6 +238,7 @@ fn ms(us: u64) -> String {
 fn main() -> Result<()> {
     let a = parse()?;
     let mut rows = Vec::new();
+    let mut baseline = Vec::new();
     for &size in &a.sizes {
         eprintln!("size {size} B, window {}", window_for(&a, size));
         let raw = run_phase(&a, true, size, 0)?;
@@ -228,6 +246,20 @@ fn main() -> Result<()> {
         let half = ((ord.msgs_per_s / 3.0) / 2.0).max(1.0) as u64;
         let ord_half = run_phase(&a, false, size, half)?;
         let raw_half = run_phase(&a, true, size, half)?;
+        if let Some(b) = &a.baseline_member {
+            eprintln!("  baseline member {}", b.display());
+            let base = run_phase_with(b, &a, false, size, 0)?;
+            let base_half = run_phase_with(b, &a, false, size, half)?;
+            baseline.push((
+                size,
+                raw.clone(),
+                ord.clone(),
+                base,
+                half,
+                ord_half.clone(),
+                base_half,
+            ));
+        }
         rows.push((size, raw, ord, half, ord_half, raw_half));
     }
     println!(
@@ -252,6 +284,29 @@ fn main() -> Result<()> {
             ms(rh.p99_us),
             if ord.agree && oh.agree { "yes" } else { "NO" },
         );
+    }
+    if !baseline.is_empty() {
+        println!();
+        println!(
+            "| size | raw msgs/s | ordered msgs/s (this build) | ordered / raw | ordered msgs/s (baseline) | baseline / raw | half load (msgs/s per sender) | p50 / p99 ms at half (this build) | p50 / p99 ms at half (baseline) | digests agree (baseline) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for (size, raw, ord, base, half, oh, bh) in baseline {
+            let r = raw.msgs_per_s.max(1.0);
+            println!(
+                "| {size} B | {:.0} | {:.0} | {:.0} % | {:.0} | {:.0} % | {half} | {} / {} | {} / {} | {} |",
+                raw.msgs_per_s,
+                ord.msgs_per_s,
+                100.0 * ord.msgs_per_s / r,
+                base.msgs_per_s,
+                100.0 * base.msgs_per_s / r,
+                ms(oh.p50_us),
+                ms(oh.p99_us),
+                ms(bh.p50_us),
+                ms(bh.p99_us),
+                if base.agree && bh.agree { "yes" } else { "NO" },
+            );
+        }
     }
     Ok(())
 }

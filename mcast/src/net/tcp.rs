@@ -647,12 +647,20 @@ async fn read_loop(
         let mut msgs = Vec::new();
         let mut bad = false;
         while msgs.len() < FRAMES_PER_EVENT_MAX {
-            match codec::decode(&buf) {
-                Ok((m, used)) => {
-                    buf.advance(used);
-                    msgs.push(m);
+            // A whole frame is split off the read buffer and decoded in place: payloads are
+            // slices of it (no copy, no allocation per payload).
+            match codec::frame_len(&buf) {
+                Ok(total) if buf.len() >= total => {
+                    let frame = buf.split_to(total).freeze();
+                    match codec::decode_shared(&frame) {
+                        Ok((m, _)) => msgs.push(m),
+                        Err(_) => {
+                            bad = true;
+                            break;
+                        }
+                    }
                 }
-                Err(Error::Incomplete) => break,
+                Ok(_) | Err(Error::Incomplete) => break,
                 Err(_) => {
                     bad = true;
                     break;
