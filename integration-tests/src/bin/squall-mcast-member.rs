@@ -738,8 +738,9 @@ async fn run_ordered(
                 let s = d.stats().clone();
                 let t = d.transport.stats();
                 let extra = format!(
-                    "epoch={} data_frames={} data_batches_in={} rows_sent={} rows_in={} refused={} bytes_out={}",
+                    "epoch={} persist_groups={} data_frames={} data_batches_in={} rows_sent={} rows_in={} refused={} bytes_out={}",
                     d.node.epoch(),
+                    s.persist_groups,
                     s.data_frames,
                     s.data_batches_in,
                     s.rows_sent,
