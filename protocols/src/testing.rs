@@ -25,9 +25,11 @@ use std::time::Duration;
 
 use squall_storage::owner::{arbitrate, Owner};
 use squall_storage::{Clock, Entry, Expect, Hlc, Mode, PoolConfig, Selector, Version, WatchFrom};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-use crate::node::{KeyBounds, Node, NodeError, NotOwner, PutRequest, WatchEvent, WatchStream};
+use crate::node::{
+    Durable, KeyBounds, Node, NodeError, NotOwner, PutRequest, WatchEvent, WatchStream,
+};
 
 /// Updates buffered for watchers before the slowest one gets [`WatchEvent::Lagged`] (large, so
 /// tests that publish bursts without reading do not lag).
@@ -65,6 +67,10 @@ pub struct MemNode {
     pub frontier_lag_us: AtomicU64,
     /// Puts fail as on a full disk (`NodeError::Storage`, nothing stored), to test error paths.
     pub disk_full: AtomicBool,
+    /// While `true`, writes through [`Node::put_applied`] are applied but their [`Durable`]
+    /// does not resolve (an fsync that takes as long as the test wants); see
+    /// [`MemNode::hold_durable`].
+    durable_held: watch::Sender<bool>,
 }
 
 impl Default for MemNode {
@@ -87,7 +93,27 @@ impl MemNode {
             tx: broadcast::channel(WATCH_BUFFER_MAX).0,
             frontier_lag_us: AtomicU64::new(0),
             disk_full: AtomicBool::new(false),
+            durable_held: watch::channel(false).0,
         }
+    }
+
+    /// Holds (`true`) or releases (`false`) durability: while held, [`Node::put_applied`]
+    /// applies writes at once but their [`Durable`] (and [`Node::flushed`]) resolves only once
+    /// released, to test callers that overlap writes with fsyncs.
+    pub fn hold_durable(&self, held: bool) {
+        self.durable_held.send_replace(held);
+    }
+
+    fn durable_gate(&self) -> Durable {
+        let mut rx = self.durable_held.subscribe();
+        Box::pin(async move {
+            while *rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })
     }
 }
 
@@ -210,6 +236,15 @@ impl MemNode {
 
 impl Node for MemNode {
     type Watch = MemWatch;
+
+    async fn put_applied(&self, req: PutRequest) -> Result<(Version, Durable), NodeError> {
+        let v = self.put(req).await?;
+        Ok((v, self.durable_gate()))
+    }
+
+    fn flushed(&self) -> Durable {
+        self.durable_gate()
+    }
 
     async fn alter_pool(&self, config: PoolConfig) -> Result<(), NodeError> {
         self.with(|i| {

@@ -121,7 +121,8 @@ pub const IN_FLIGHT_MAX: usize = 8;
 /// each other. Every other request is a barrier: it starts only once everything before it on
 /// the connection has finished, and nothing after it starts before it finishes — so produce
 /// order per partition, group operations and "read your own write" on one connection are as
-/// if served one at a time.
+/// if served one at a time. A Produce counts as finished here once its batches are applied;
+/// its response still waits for their fsync, and responses go out in request order.
 fn read_only(api_key: i16) -> bool {
     // Fetch 1, ListOffsets 2, Metadata 3, OffsetFetch 9, FindCoordinator 10,
     // DescribeGroups 15, ListGroups 16, ApiVersions 18, DescribeConfigs 32,
@@ -131,24 +132,38 @@ fn read_only(api_key: i16) -> bool {
 
 type Reply = Result<Option<BytesMut>, KafkaError>;
 
-/// The requests of one connection in progress, oldest first, each with its "still a barrier"
-/// flag (cleared when a barrier request is applied: a Produce whose batches are in place but
-/// whose fsync is still running no longer holds back the next request); aborted when the
-/// connection ends.
-struct InFlight(VecDeque<(Arc<AtomicBool>, JoinHandle<Reply>)>);
+/// One request of a connection in progress.
+struct Request {
+    /// Not read-only (see [`read_only`]).
+    barrier: bool,
+    /// Still holds back what follows: set until the request is applied (a Produce whose
+    /// batches are in place but whose fsync is still running no longer holds anything back)
+    /// or, for every other request, until it finished.
+    active: Arc<AtomicBool>,
+    task: JoinHandle<Reply>,
+}
+
+/// The requests of one connection in progress, oldest first; aborted when the connection ends.
+struct InFlight(VecDeque<Request>);
 
 impl InFlight {
+    /// Whether a barrier request is still active (a read-only request must wait).
     fn has_barrier(&self) -> bool {
         self.0
             .iter()
-            .any(|(barrier, _)| barrier.load(Ordering::Acquire))
+            .any(|r| r.barrier && r.active.load(Ordering::Acquire))
+    }
+
+    /// Whether any request is still active (a barrier request must wait).
+    fn any_active(&self) -> bool {
+        self.0.iter().any(|r| r.active.load(Ordering::Acquire))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        for (_, h) in &self.0 {
-            h.abort();
+        for r in &self.0 {
+            r.task.abort();
         }
     }
 }
@@ -193,7 +208,7 @@ async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream,
                 let barrier = body.len() < 2 || !read_only(i16::from_be_bytes([body[0], body[1]]));
                 let can_start = inflight.0.len() < IN_FLIGHT_MAX
                     && if barrier {
-                        inflight.0.is_empty()
+                        !inflight.any_active()
                     } else {
                         !inflight.has_barrier()
                     };
@@ -201,7 +216,7 @@ async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream,
                     let mut frame = buf.split_to(PREFIX_BYTES + body_len);
                     let body = frame.split_off(PREFIX_BYTES).freeze();
                     let (broker, host) = (broker.clone(), host.clone());
-                    let flag = Arc::new(AtomicBool::new(barrier));
+                    let flag = Arc::new(AtomicBool::new(true));
                     let release = ReleaseBarrier(flag.clone(), applied.clone());
                     let task = tokio::spawn(async move {
                         let staged = broker.handle_staged(body, &host).await;
@@ -211,7 +226,11 @@ async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream,
                             Handled::Applied(rest) => rest.await,
                         }
                     });
-                    inflight.0.push_back((flag, task));
+                    inflight.0.push_back(Request {
+                        barrier,
+                        active: flag,
+                        task,
+                    });
                     continue;
                 }
             }
@@ -224,8 +243,8 @@ async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream,
             }
             Err(_) => {
                 // Answer what came before the bad frame, then close.
-                while let Some((_, h)) = inflight.0.pop_front() {
-                    match h.await {
+                while let Some(r) = inflight.0.pop_front() {
+                    match r.task.await {
                         Ok(Ok(Some(resp))) => {
                             if stream.write_all(&resp).await.is_err() {
                                 return;
@@ -251,7 +270,7 @@ async fn connection<N: Node>(broker: Arc<KafkaBroker<N>>, mut stream: TcpStream,
         let read_ahead = need_read && inflight.0.len() < IN_FLIGHT_MAX;
         let front = async {
             match inflight.0.front_mut() {
-                Some((_, h)) => h.await,
+                Some(r) => (&mut r.task).await,
                 None => std::future::pending().await,
             }
         };

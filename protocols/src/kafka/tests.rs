@@ -2037,3 +2037,90 @@ fn a_group_restored_mid_rebalance_waits_for_its_members_and_moves_the_generation
     assert_eq!((again.error, again.generation), (0, 2));
     r.check_invariants().expect("invariants");
 }
+
+/// Produce requests pipelined on one connection overlap their fsyncs: with durability held
+/// (MemNode's gate), two produce requests to the same partition are both applied, in order,
+/// while neither is answered; once durability is released both answers arrive, in request
+/// order, with offsets 0 and 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_produces_are_applied_before_the_previous_fsync_and_answered_in_order() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = Arc::new(MemNode::default());
+    let b = Arc::new(
+        KafkaBroker::new(node.clone(), KafkaConfig::default())
+            .await
+            .expect("broker"),
+    );
+    assert_eq!(create(&b, "ov", 1, &[]).await, 0);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let server = super::server::serve(b.clone(), listener).expect("serve");
+    let mut s = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let produce_frame = |corr: i32, v: &str| {
+        let recs = records(&[("k", v)], 1, -1, -1, -1, Compression::None);
+        let mut body = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(9)
+            .with_correlation_id(corr)
+            .with_client_id(Some(sb("ov")))
+            .encode(&mut body, ApiKey::Produce.request_header_version(9))
+            .expect("header");
+        produce_req("ov", 0, recs, -1)
+            .encode(&mut body, 9)
+            .expect("produce");
+        let mut out = BytesMut::new();
+        out.put_i32(body.len() as i32);
+        out.extend_from_slice(&body);
+        out
+    };
+    node.hold_durable(true);
+    let mut out = produce_frame(21, "first");
+    out.extend_from_slice(&produce_frame(22, "second"));
+    s.write_all(&out).await.expect("write");
+    // Both are applied although the first one's "fsync" has not finished.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let next = crate::node::Node::bounds(&*node, "ov", &super::topics::partition_key("ov", 0))
+            .map(|b| b.next)
+            .unwrap_or(0);
+        if next == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second produce was not applied while the first waited for durability (next = {next})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut probe = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), s.peek(&mut probe))
+            .await
+            .is_err(),
+        "no answer before the writes are durable"
+    );
+    node.hold_durable(false);
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let one = async {
+            let len = s.read_i32().await.expect("length") as usize;
+            let mut body = vec![0u8; len];
+            s.read_exact(&mut body).await.expect("body");
+            Bytes::from(body)
+        };
+        let mut body = tokio::time::timeout(Duration::from_secs(10), one)
+            .await
+            .expect("answer once durable");
+        let h = ResponseHeader::decode(&mut body, ApiKey::Produce.response_header_version(9))
+            .expect("hdr");
+        let r = ProduceResponse::decode(&mut body, 9).expect("produce response");
+        let p = &r.responses[0].partition_responses[0];
+        answers.push((h.correlation_id, p.error_code, p.base_offset));
+    }
+    assert_eq!(answers, vec![(21, 0, 0), (22, 0, 1)]);
+    server.shutdown().await;
+}
