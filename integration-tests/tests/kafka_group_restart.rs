@@ -70,7 +70,7 @@ impl Raw {
         self.0.read_exact(&mut body)?;
         let mut f = Bytes::from(body);
         let _ = ResponseHeader::decode(&mut f, key.response_header_version(version))?;
-        Ok(R::decode(&mut f, version)?)
+        R::decode(&mut f, version)
     }
 
     /// JoinGroup v3 (no MEMBER_ID_REQUIRED round): (error, generation, member id).
