@@ -9,6 +9,7 @@
 //! kafka_bench e2e --bootstrap 127.0.0.1:9092 [--records 2000] [--topic-config K=V]… [--label L]
 //! kafka_bench raw-append --dir DIR --total-bytes N [--chunk-bytes 1048576] [--label L]
 //! kafka_bench raw-tcp --total-bytes N [--chunk-bytes 65536] [--label L]
+//! kafka_bench null-sink --listen 127.0.0.1:9093
 //! kafka_bench --bootstrap 127.0.0.1:9092 [--sizes 100,1024] [--records 200000] …
 //!     (a suite: `produce` for each size, then `e2e`)
 //! ```
@@ -23,6 +24,11 @@
 //! * `raw-append`: the disk baseline: `--total-bytes` appended to a fresh file in `--chunk-bytes`
 //!   writes, each followed by fdatasync (use the broker's bytes per group-commit fsync).
 //! * `raw-tcp`: the network baseline: the same bytes through one loopback TCP connection.
+//! * `null-sink`: the client baseline: a minimal Kafka "broker" that answers ApiVersions,
+//!   Metadata, CreateTopics and Produce and throws the records away (no CRC check, no storing),
+//!   so `produce` against it shows what the same librdkafka producer doing the same work can
+//!   reach on this machine — the ceiling for any broker measured with this client. Runs until
+//!   killed.
 //!
 //! Every mode prints one tab-separated line for scripts:
 //! `result <label> <records/s> <MB/s> <p50 ms> <p99 ms> <p99.9 ms>` (empty fields as `-`).
@@ -61,6 +67,7 @@ struct Args {
     dir: Option<String>,
     total_bytes: usize,
     chunk_bytes: Option<usize>,
+    listen: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -84,6 +91,7 @@ fn args() -> anyhow::Result<Args> {
         dir: None,
         total_bytes: 0,
         chunk_bytes: None,
+        listen: None,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -114,6 +122,7 @@ fn args() -> anyhow::Result<Args> {
             "--dir" => a.dir = Some(val()?),
             "--total-bytes" => a.total_bytes = val()?.parse()?,
             "--chunk-bytes" => a.chunk_bytes = Some(val()?.parse()?),
+            "--listen" => a.listen = Some(val()?),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -528,7 +537,245 @@ async fn main() -> anyhow::Result<()> {
                 result_line("e2e", None, None, Some(l));
             }
         }
-        other => bail!("unknown mode {other} (produce, e2e, raw-append, raw-tcp)"),
+        "null-sink" => {
+            let listen = a.listen.as_deref().unwrap_or("127.0.0.1:9093");
+            null_sink::run(listen)?;
+        }
+        other => bail!("unknown mode {other} (produce, e2e, raw-append, raw-tcp, null-sink)"),
     }
     Ok(())
+}
+
+/// The `null-sink` mode: a minimal Kafka broker that acknowledges produce requests without
+/// looking at the records (see the module docs). One thread per connection, requests answered
+/// in order.
+mod null_sink {
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    use anyhow::{bail, Context};
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+    /// Largest request frame accepted (librdkafka's message.max.bytes is far below it).
+    const FRAME_BYTES_MAX: usize = 64 << 20;
+    /// Partitions of a topic named in Metadata without CreateTopics.
+    const DEFAULT_PARTITIONS: i32 = 3;
+    /// (api key, min version, max version) answered.
+    const SERVED: [(ApiKey, i16, i16); 4] = [
+        (ApiKey::Produce, 3, 9),
+        (ApiKey::Metadata, 0, 12),
+        (ApiKey::ApiVersions, 0, 3),
+        (ApiKey::CreateTopics, 0, 7),
+    ];
+
+    /// Topic → (partition count, next offset per partition).
+    type Topics = Arc<Mutex<HashMap<String, Vec<i64>>>>;
+
+    pub fn run(listen: &str) -> anyhow::Result<()> {
+        let l = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+        let addr = l.local_addr()?;
+        eprintln!("null-sink listening on {addr}");
+        let topics: Topics = Arc::default();
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let topics = topics.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = serve(s, addr, topics) {
+                    eprintln!("null-sink connection: {e:#}");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    fn serve(mut s: TcpStream, addr: std::net::SocketAddr, topics: Topics) -> anyhow::Result<()> {
+        s.set_nodelay(true)?;
+        loop {
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).is_err() {
+                return Ok(()); // closed
+            }
+            let n = i32::from_be_bytes(len);
+            if n < 8 || n as usize > FRAME_BYTES_MAX {
+                bail!("frame length {n}");
+            }
+            let mut body = BytesMut::zeroed(n as usize);
+            s.read_exact(&mut body)?;
+            let mut body = body.freeze();
+            let key = ApiKey::try_from(i16::from_be_bytes([body[0], body[1]]))
+                .map_err(|_| anyhow::anyhow!("unknown api key"))?;
+            let version = i16::from_be_bytes([body[2], body[3]]);
+            let header = RequestHeader::decode(&mut body, key.request_header_version(version))?;
+            let out = match key {
+                ApiKey::ApiVersions => {
+                    let resp = ApiVersionsResponse::default().with_api_keys(
+                        SERVED
+                            .iter()
+                            .map(|(k, lo, hi)| {
+                                ApiVersion::default()
+                                    .with_api_key(*k as i16)
+                                    .with_min_version(*lo)
+                                    .with_max_version(*hi)
+                            })
+                            .collect(),
+                    );
+                    // Answer an unknown ApiVersions version in v0, as brokers do.
+                    let v = if version > 3 { 0 } else { version };
+                    frame(key, v, header.correlation_id, &resp)?
+                }
+                ApiKey::Metadata => {
+                    let req = MetadataRequest::decode(&mut body, version)?;
+                    let mut t = topics.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    let names: Vec<String> = match req.topics {
+                        Some(list) if !list.is_empty() => list
+                            .into_iter()
+                            .filter_map(|x| x.name.map(|n| n.0.to_string()))
+                            .collect(),
+                        _ => t.keys().cloned().collect(),
+                    };
+                    let broker = BrokerId(0);
+                    let resp = MetadataResponse::default()
+                        .with_brokers(vec![MetadataResponseBroker::default()
+                            .with_node_id(broker)
+                            .with_host(StrBytes::from_string(addr.ip().to_string()))
+                            .with_port(i32::from(addr.port()))])
+                        .with_cluster_id(Some(StrBytes::from_static_str("null-sink")))
+                        .with_controller_id(broker)
+                        .with_topics(
+                            names
+                                .into_iter()
+                                .map(|name| {
+                                    let parts =
+                                        t.entry(name.clone())
+                                            .or_insert_with(|| vec![0; DEFAULT_PARTITIONS as usize])
+                                            .len() as i32;
+                                    MetadataResponseTopic::default()
+                                        .with_topic_id(squall_protocols::kafka::topics::topic_id(
+                                            &name,
+                                        ))
+                                        .with_name(Some(TopicName(StrBytes::from_string(name))))
+                                        .with_partitions(
+                                            (0..parts)
+                                                .map(|p| {
+                                                    MetadataResponsePartition::default()
+                                                        .with_partition_index(p)
+                                                        .with_leader_id(broker)
+                                                        .with_replica_nodes(vec![broker])
+                                                        .with_isr_nodes(vec![broker])
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        );
+                    drop(t);
+                    frame(key, version, header.correlation_id, &resp)?
+                }
+                ApiKey::CreateTopics => {
+                    let req = CreateTopicsRequest::decode(&mut body, version)?;
+                    let mut t = topics.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    let results = req
+                        .topics
+                        .into_iter()
+                        .map(|c| {
+                            let parts = if c.num_partitions > 0 {
+                                c.num_partitions.min(10_000)
+                            } else {
+                                DEFAULT_PARTITIONS
+                            };
+                            t.insert(c.name.0.to_string(), vec![0; parts as usize]);
+                            CreatableTopicResult::default()
+                                .with_name(c.name)
+                                .with_num_partitions(parts)
+                                .with_replication_factor(1)
+                        })
+                        .collect();
+                    drop(t);
+                    let resp = CreateTopicsResponse::default().with_topics(results);
+                    frame(key, version, header.correlation_id, &resp)?
+                }
+                ApiKey::Produce => {
+                    let req = ProduceRequest::decode(&mut body, version)?;
+                    let mut t = topics.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    let mut responses = Vec::with_capacity(req.topic_data.len());
+                    for td in req.topic_data {
+                        let offsets = t.entry(td.name.0.to_string()).or_default();
+                        let mut parts = Vec::with_capacity(td.partition_data.len());
+                        for pd in td.partition_data {
+                            let idx = pd.index;
+                            let resp = PartitionProduceResponse::default().with_index(idx);
+                            let Some(next) =
+                                usize::try_from(idx).ok().and_then(|i| offsets.get_mut(i))
+                            else {
+                                parts.push(resp.with_error_code(3)); // UNKNOWN_TOPIC_OR_PARTITION
+                                continue;
+                            };
+                            let base = *next;
+                            *next += records_in(pd.records.unwrap_or_default());
+                            parts.push(resp.with_base_offset(base));
+                        }
+                        responses.push(
+                            TopicProduceResponse::default()
+                                .with_name(td.name)
+                                .with_partition_responses(parts),
+                        );
+                    }
+                    drop(t);
+                    if req.acks == 0 {
+                        continue;
+                    }
+                    let resp = ProduceResponse::default().with_responses(responses);
+                    frame(key, version, header.correlation_id, &resp)?
+                }
+                other => bail!("null-sink does not serve {other:?}"),
+            };
+            s.write_all(&out)?;
+        }
+    }
+
+    /// Records in a magic-2 record set: the sum of the batches' record counts (header only).
+    fn records_in(mut b: Bytes) -> i64 {
+        let mut n = 0;
+        // base offset 8, batch length 4, then 45 bytes up to the i32 record count at 57.
+        while b.remaining() >= 61 {
+            let len = i32::from_be_bytes([b[8], b[9], b[10], b[11]]);
+            let count = i32::from_be_bytes([b[57], b[58], b[59], b[60]]);
+            n += i64::from(count.max(0));
+            let total = 12 + len.max(0) as usize;
+            if total > b.remaining() {
+                break;
+            }
+            b.advance(total);
+        }
+        n
+    }
+
+    fn frame<T: Encodable>(
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        body: &T,
+    ) -> anyhow::Result<BytesMut> {
+        let mut out = BytesMut::with_capacity(128);
+        out.put_i32(0);
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut out, key.response_header_version(version))?;
+        body.encode(&mut out, version)?;
+        let n = (out.len() - 4) as i32;
+        out[..4].copy_from_slice(&n.to_be_bytes());
+        Ok(out)
+    }
 }

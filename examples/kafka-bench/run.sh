@@ -10,11 +10,14 @@
 #              the same 1 KiB payloads with async-nats (examples/nats-bench)
 #   volatile   squall pool with squall.durable=false, 1 KiB, vs a raw loopback TCP stream of the
 #              same bytes
+#   null sink  the same librdkafka producer against `kafka_bench null-sink`, a broker that
+#              acknowledges and discards: what this client can reach on this machine at all
 #   e2e        produce → consume latency on a durable pool, one record per ms
 # and prints one table with the ratios and goals. Raw outputs go to $OUT.
 #
 # Needs: nats-server (apt-get install nats-server), curl, /usr/bin/time (package time). Run from anywhere:
 #   examples/kafka-bench/run.sh            # RECORDS=200000 1 KiB records per run by default
+#   NO_BUILD=1 SQUALL_BIN=/path/to/squall examples/kafka-bench/run.sh   # another squall build
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 T="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -27,6 +30,7 @@ LINGER_MS="${LINGER_MS:-5}"
 KPORT="${KPORT:-19092}"
 HPORT="${HPORT:-18080}"
 NPORT="${NPORT:-14222}"
+SPORT="${SPORT:-19093}"
 command -v nats-server >/dev/null || { echo "nats-server not found: apt-get install nats-server" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl not found" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "/usr/bin/time not found: apt-get install time" >&2; exit 1; }
@@ -38,14 +42,16 @@ if [ -z "${NO_BUILD:-}" ]; then # NO_BUILD=1 reuses the binaries already in $T/r
     cargo build -q --release -p squall-broker --bin squall -p squall-examples --example kafka_bench
     CARGO_TARGET_DIR="$T" cargo build -q --release --manifest-path examples/nats-bench/Cargo.toml
 fi
-SQUALL="$T/release/squall"
+SQUALL="${SQUALL_BIN:-$T/release/squall}" # SQUALL_BIN=… benchmarks another build (e.g. an older one)
 KB="$T/release/examples/kafka_bench"
 NB="$T/release/nats-bench"
 
 DATA="$(mktemp -d -p "$OUT" data.XXXXXX)"
 SQUALL_PID=""
 NATS_PID=""
+SINK_PID=""
 cleanup() {
+    [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null && wait "$SINK_PID" 2>/dev/null
     [ -n "$SQUALL_PID" ] && kill "$SQUALL_PID" 2>/dev/null && wait "$SQUALL_PID" 2>/dev/null
     [ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null && wait "$NATS_PID" 2>/dev/null
     rm -rf "$DATA"
@@ -56,7 +62,7 @@ RES="$OUT/results.tsv"
 : > "$RES"
 # CPU ticks (user + system) used so far by the running server (squall or nats-server), or "-".
 server_ticks() {
-    local p="${SQUALL_PID:-$NATS_PID}"
+    local p="${SINK_PID:-${SQUALL_PID:-$NATS_PID}}"
     if [ -n "$p" ]; then awk '{print $14 + $15}' "/proc/$p/stat"; else echo "-"; fi
 }
 # Runs a bench command and appends its `result` fields (label, records/s, MB/s, p50, p99,
@@ -139,6 +145,14 @@ run "$KB" produce "${COMMON[@]}" --size 1024 --records "$RECORDS" \
     --topic-config squall.durable=false --label squall-volatile-1k
 echo "== loopback TCP, same bytes" >&2
 run "$KB" raw-tcp --total-bytes "$BYTES" --label tcp
+echo "== the same producer against a null sink (acknowledges, discards)" >&2
+"$KB" null-sink --listen "127.0.0.1:$SPORT" > "$OUT/null-sink.log" 2>&1 &
+SINK_PID=$!
+wait_port "$SPORT"
+run "$KB" produce --bootstrap "127.0.0.1:$SPORT" --partitions "$PARTITIONS" --linger-ms "$LINGER_MS" --size 1024 --records "$RECORDS" --label null-sink-1k
+kill "$SINK_PID"
+wait "$SINK_PID" 2>/dev/null || true
+SINK_PID=""
 
 VPEAK="$(field squall-volatile-1k 2)"
 VHALF=$(( ${VPEAK%.*} / 2 ))
@@ -199,6 +213,9 @@ goal "durable 1 KiB ≥ 0.5 × disk append (same bytes per fsync)" "$D1K / $(fie
 goal "durable 1 KiB vs disk append at 1 MiB per fsync (for reference)" "$D1K / $(field disk-1m 3) MB/s" "$(ratio "$D1K" "$(field disk-1m 3)")" 0.5
 goal "durable 1 KiB ≥ 1.5 × NATS JetStream" "$D1K / $(field nats-1k 3) MB/s" "$(ratio "$D1K" "$(field nats-1k 3)")" 1.5
 goal "volatile 1 KiB ≥ 0.35 × loopback TCP" "$(field squall-volatile-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field squall-volatile-1k 3)" "$(field tcp 3)")" 0.35
+goal "the client's own ceiling: null sink vs loopback TCP (for reference)" "$(field null-sink-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field null-sink-1k 3)" "$(field tcp 3)")" 0.35
+goal "volatile 1 KiB vs the same client against a null sink (for reference)" "$(field squall-volatile-1k 3) / $(field null-sink-1k 3) MB/s" "$(ratio "$(field squall-volatile-1k 3)" "$(field null-sink-1k 3)")" 0.35
+goal "durable 1 KiB vs the same client against a null sink (for reference)" "$D1K / $(field null-sink-1k 3) MB/s" "$(ratio "$D1K" "$(field null-sink-1k 3)")" 0.5
 P99="$(field squall-durable-1k-half 5)"
 printf "| durable 1 KiB ack p99 < 5 ms at half the peak rate | %s ms | - | %s |\n" "$P99" \
     "$(awk -v p="$P99" 'BEGIN { print (p + 0 < 5) ? "yes" : "no" }')"
