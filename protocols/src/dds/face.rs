@@ -42,6 +42,11 @@ pub const KEEP_ALL_WRITER_DEPTH: i32 = 1_000;
 pub const WRITE_BLOCKING_MS: i64 = 1_000;
 /// Most samples taken from a rustdds reader at once.
 const TAKE_BATCH_MAX: usize = 256;
+/// A reader thread keeps taking (with naps) this long after its last sample before it waits
+/// on the poll again.
+const READER_BUSY_US: u64 = 2_000;
+/// The nap between takes while samples flow (bounds the latency it adds).
+const READER_NAP_US: u64 = 50;
 /// Batches queued between a reader thread and its ingress task (backpressure beyond).
 const INGRESS_BATCHES_MAX: usize = 64;
 /// How long a sample from a not-yet-discovered writer waits for its discovery data.
@@ -678,7 +683,15 @@ fn reader_thread(
         return;
     }
     let mut events = Events::with_capacity(4);
+    // While samples pile up (a take returned more than one), naps between takes let a batch
+    // gather (one take and one hand-over per batch instead of a wake-up, an epoll and a take
+    // per sample); once the reader has been empty for READER_BUSY_US, or samples come one at a
+    // time (a low rate, where a nap would only add latency), it waits on the poll again, so an
+    // idle face costs nothing.
+    let mut idle_since: Option<std::time::Instant> = None;
+    let mut busy = false;
     loop {
+        let mut got = false;
         loop {
             let batch: Vec<Incoming> = match reader.take(TAKE_BATCH_MAX, ReadCondition::not_read())
             {
@@ -706,12 +719,22 @@ fn reader_thread(
                 // A sample that does not decode is skipped by rustdds after this error.
                 Err(e) => vec![Incoming::Error(e.to_string())],
             };
+            got = true;
+            busy = batch.len() > 1;
             if tx.blocking_send(batch).is_err() {
                 return; // the face is gone
             }
         }
         if tx.is_closed() {
             return;
+        }
+        if got {
+            idle_since = None;
+        }
+        let idle = idle_since.get_or_insert_with(std::time::Instant::now);
+        if busy && idle.elapsed() < StdDuration::from_micros(READER_BUSY_US) {
+            std::thread::sleep(StdDuration::from_micros(READER_NAP_US));
+            continue;
         }
         // The timeout only bounds how long a closed face keeps this thread.
         if let Err(e) = poll.poll(&mut events, Some(StdDuration::from_millis(100))) {
@@ -1050,7 +1073,7 @@ async fn egress_task<N: Node, W: WatchStream>(
         }
         // Edits from other faces on EXCLUSIVE topics were arbitrated by the store when they
         // were ordered (a non-owner's edit was refused there), so whatever arrives is published.
-        publish(&shared, &rt, &mut st, &entry).await;
+        publish(&shared, &rt, &mut st, &entry, from_dds).await;
     }
 }
 
@@ -1449,7 +1472,7 @@ async fn prime<N: Node>(shared: &Shared<N>, rt: &TopicRt) {
         match entries {
             Ok(es) => {
                 for e in es.iter().filter(|e| !e.tombstone) {
-                    publish(shared, rt, &mut st, e).await;
+                    publish(shared, rt, &mut st, e, false).await;
                 }
             }
             Err(NodeError::NotFound) => {}
@@ -1462,7 +1485,13 @@ async fn prime<N: Node>(shared: &Shared<N>, rt: &TopicRt) {
 }
 
 /// Publishes one stored version (a value or a tombstone), at most once per version.
-async fn publish<N: Node>(shared: &Shared<N>, rt: &TopicRt, st: &mut TopicState, e: &Entry) {
+async fn publish<N: Node>(
+    shared: &Shared<N>,
+    rt: &TopicRt,
+    st: &mut TopicState,
+    e: &Entry,
+    from_dds: bool,
+) {
     if st
         .published
         .get(&e.key)
@@ -1488,7 +1517,19 @@ async fn publish<N: Node>(shared: &Shared<N>, rt: &TopicRt, st: &mut TopicState,
             Err(err) => Err(err.to_string()),
         }
     } else {
-        match sample_of(rt, e) {
+        // A version the face stored from a DDS writer in XCDR1 LE (what the face's writer
+        // sends) is re-published as it is: its instance is known from the ingress, so the
+        // sample is not decoded and encoded again (the record-and-republish path).
+        let passthrough =
+            (from_dds && e.value.len() >= cdr::HEADER_BYTES && e.value[..2] == cdr::CDR_LE)
+                .then(|| st.instances.get(&e.key))
+                .flatten()
+                .map(|i| RawSample {
+                    enc: cdr::CDR_LE,
+                    body: e.value.slice(cdr::HEADER_BYTES..),
+                    key: i.key.clone(),
+                });
+        match passthrough.map_or_else(|| sample_of(rt, e), Ok) {
             Ok(s) => {
                 if !st.instances.contains_key(&e.key) && st.instances.len() < INSTANCES_MAX {
                     st.instances.insert(
