@@ -7,7 +7,7 @@
 //!     [--partitions 3] [--linger-ms 5] [--rate RECORDS_PER_S] [--topic-config K=V]…
 //!     [--producer-config K=V]… [--label L]
 //! kafka_bench e2e --bootstrap 127.0.0.1:9092 [--records 2000] [--topic-config K=V]… [--label L]
-//! kafka_bench raw-append --dir DIR --total-bytes N [--chunk-bytes 1048576] [--label L]
+//! kafka_bench raw-append --dir DIR --total-bytes N [--chunk-bytes 1048576] [--overlap] [--label L]
 //! kafka_bench raw-tcp --total-bytes N [--chunk-bytes 65536] [--label L]
 //! kafka_bench null-sink --listen 127.0.0.1:9093
 //! kafka_bench --bootstrap 127.0.0.1:9092 [--sizes 100,1024] [--records 200000] …
@@ -22,7 +22,10 @@
 //! * `e2e`: a producer (linger 0, acks=all) sends one record per ms carrying its send time; a
 //!   consumer on the same partition reports send → receive latency.
 //! * `raw-append`: the disk baseline: `--total-bytes` appended to a fresh file in `--chunk-bytes`
-//!   writes, each followed by fdatasync (use the broker's bytes per group-commit fsync).
+//!   writes, each followed by fdatasync (use the broker's bytes per group-commit fsync). With
+//!   `--overlap` one thread appends the chunks back to back while another calls fdatasync
+//!   whenever something new was written (a group commit whose fsyncs run alongside the next
+//!   appends); latency is then per sync.
 //! * `raw-tcp`: the network baseline: the same bytes through one loopback TCP connection.
 //! * `null-sink`: the client baseline: a minimal Kafka "broker" that answers ApiVersions,
 //!   Metadata, CreateTopics and Produce and throws the records away (no CRC check, no storing),
@@ -68,6 +71,7 @@ struct Args {
     total_bytes: usize,
     chunk_bytes: Option<usize>,
     listen: Option<String>,
+    overlap: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -92,6 +96,7 @@ fn args() -> anyhow::Result<Args> {
         total_bytes: 0,
         chunk_bytes: None,
         listen: None,
+        overlap: false,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -123,6 +128,7 @@ fn args() -> anyhow::Result<Args> {
             "--total-bytes" => a.total_bytes = val()?.parse()?,
             "--chunk-bytes" => a.chunk_bytes = Some(val()?.parse()?),
             "--listen" => a.listen = Some(val()?),
+            "--overlap" => a.overlap = true,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -443,6 +449,69 @@ fn raw_append(dir: &str, total: usize, chunk: usize) -> anyhow::Result<(f64, [f6
     ))
 }
 
+/// `raw-append --overlap`: appends run while the previous fdatasync is in flight (one writer
+/// thread, one syncing thread). MB/s until the last byte is synced, and fdatasync latency.
+fn raw_append_overlapped(
+    dir: &str,
+    total: usize,
+    chunk: usize,
+) -> anyhow::Result<(f64, [f64; 3])> {
+    if chunk == 0 {
+        bail!("--chunk-bytes must be positive");
+    }
+    let path = std::path::Path::new(dir).join(format!("raw-append-ov-{}", std::process::id()));
+    let f = Arc::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?,
+    );
+    let written = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let syncer = {
+        let (f, written) = (f.clone(), written.clone());
+        std::thread::spawn(move || -> std::io::Result<Vec<u32>> {
+            let mut synced = 0u64;
+            let mut lat_us = Vec::new();
+            while synced < total as u64 {
+                let w = written.load(Ordering::Acquire);
+                if w == synced {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let t = Instant::now();
+                f.sync_data()?;
+                lat_us.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                synced = w;
+            }
+            Ok(lat_us)
+        })
+    };
+    let buf = vec![b'x'; chunk];
+    let mut left = total;
+    let mut w: &std::fs::File = &f;
+    while left > 0 {
+        let n = left.min(chunk);
+        w.write_all(&buf[..n])?;
+        left -= n;
+        written.fetch_add(n as u64, Ordering::Release);
+    }
+    let mut lat_us = syncer
+        .join()
+        .map_err(|_| anyhow::anyhow!("syncer panicked"))??;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    lat_us.sort_unstable();
+    eprintln!("raw-append --overlap: {} fdatasyncs", lat_us.len());
+    Ok((
+        total as f64 / secs / 1e6,
+        [pct(&lat_us, 0.5), pct(&lat_us, 0.99), pct(&lat_us, 0.999)],
+    ))
+}
+
 /// Streams `total` bytes through a loopback TCP connection in `chunk`-byte writes: MB/s.
 fn raw_tcp(total: usize, chunk: usize) -> anyhow::Result<f64> {
     if chunk == 0 {
@@ -506,7 +575,11 @@ async fn main() -> anyhow::Result<()> {
         "raw-append" => {
             let dir = a.dir.as_deref().context("raw-append needs --dir")?;
             let chunk = a.chunk_bytes.unwrap_or(1 << 20);
-            let (mbps, l) = raw_append(dir, a.total_bytes, chunk)?;
+            let (mbps, l) = if a.overlap {
+                raw_append_overlapped(dir, a.total_bytes, chunk)?
+            } else {
+                raw_append(dir, a.total_bytes, chunk)?
+            };
             let label = a
                 .label
                 .clone()
