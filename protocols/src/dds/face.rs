@@ -1,5 +1,5 @@
-//! The running DDS face: one rustdds participant, and per configured topic a reader (DDS →
-//! store), a writer (store → DDS), plus one task following discovery (writer strength, writer
+//! The running DDS face: a rustdds participant (a second one for the writers of separate
+//! publish topics), and per configured topic a reader (DDS → store), a writer (store → DDS), plus one task following discovery (writer strength, writer
 //! loss, hand-over).
 //!
 //! Loop and duplicate guards: the reader ignores samples from this participant's own writers;
@@ -109,6 +109,8 @@ struct Shared<N> {
     node: Arc<N>,
     stats: Arc<DdsStats>,
     own: GUID,
+    /// The participant of the separate publish topics' writers, if any.
+    own_out: Option<GUID>,
     writers: StdMutex<BTreeMap<GUID, WriterInfo>>,
     topics: BTreeMap<String, Arc<TopicRt>>,
 }
@@ -119,6 +121,8 @@ pub struct DdsFace {
     stats: Arc<DdsStats>,
     tasks: Vec<JoinHandle<()>>,
     participant: DomainParticipant,
+    /// Kept alive for the writers of separate publish topics.
+    _out_participant: Option<DomainParticipant>,
 }
 
 impl std::fmt::Debug for DdsFace {
@@ -267,6 +271,23 @@ impl DdsFace {
         let subscriber = participant
             .create_subscriber(&default_qos)
             .map_err(|e| DdsError::Dds(format!("subscriber: {e:?}")))?;
+        // Writers of separate publish topics get their own participant: rustdds runs one
+        // event-loop thread per participant, and with one participant that thread both
+        // received and sent every sample of the record-and-republish path (the bottleneck of
+        // the benchmark once the reader batched). Writers on the topic they record stay in the
+        // first participant (a second one would also send their samples to the face's reader).
+        let out = if config.topic.iter().any(|t| !t.bridges_same_topic()) {
+            let p = DomainParticipantBuilder::new(config.domain_id)
+                .with_only_networks(config.interfaces.clone())
+                .build()
+                .map_err(|e| DdsError::Dds(format!("participant: {e:?}")))?;
+            let publisher = p
+                .create_publisher(&default_qos)
+                .map_err(|e| DdsError::Dds(format!("publisher: {e:?}")))?;
+            Some((p, publisher))
+        } else {
+            None
+        };
 
         let stats = Arc::new(DdsStats::default());
         let mut topics = BTreeMap::new();
@@ -285,19 +306,20 @@ impl DdsFace {
                 .create_datareader::<RawSample, RawAdapter>(&topic, Some(rq))
                 .map_err(|e| DdsError::Dds(format!("reader {}: {e:?}", cfg.name)))?;
             let wq = writer_qos(cfg);
-            let out_topic = if cfg.bridges_same_topic() {
-                topic
-            } else {
-                participant
-                    .create_topic(
+            let (out_topic, out_publisher) = match (&out, cfg.bridges_same_topic()) {
+                (Some((op, opub)), false) => (
+                    op.create_topic(
                         cfg.publish_topic().to_owned(),
                         cfg.type_name.clone(),
                         &wq,
                         TopicKind::WithKey,
                     )
-                    .map_err(|e| DdsError::Dds(format!("topic {}: {e:?}", cfg.publish_topic())))?
+                    .map_err(|e| DdsError::Dds(format!("topic {}: {e:?}", cfg.publish_topic())))?,
+                    opub,
+                ),
+                _ => (topic, &publisher),
             };
-            let writer = publisher
+            let writer = out_publisher
                 .create_datawriter::<RawSample, RawAdapter>(&out_topic, Some(wq))
                 .map_err(|e| DdsError::Dds(format!("writer {}: {e:?}", cfg.name)))?;
             let kafka = match &cfg.kafka_topic {
@@ -318,6 +340,7 @@ impl DdsFace {
             node,
             stats: Arc::clone(&stats),
             own: rustdds::RTPSEntity::guid(&participant),
+            own_out: out.as_ref().map(|(p, _)| rustdds::RTPSEntity::guid(p)),
             writers: StdMutex::new(BTreeMap::new()),
             topics,
         });
@@ -366,6 +389,7 @@ impl DdsFace {
             stats,
             tasks,
             participant,
+            _out_participant: out.map(|(p, _)| p),
         })
     }
 
@@ -403,7 +427,7 @@ async fn discovery_task<N: Node>(
     while let Some(ev) = events.next().await {
         match ev {
             Status::WriterDetected { writer } => {
-                if writer.guid.prefix == shared.own.prefix {
+                if shared.is_own(writer.guid) {
                     continue;
                 }
                 if !shared.topics.contains_key(&writer.topic_name) {
@@ -607,6 +631,11 @@ async fn release<N: Node>(shared: &Shared<N>, rt: &TopicRt, key: &str, writer: G
 }
 
 impl<N: Node> Shared<N> {
+    /// Whether `g` belongs to one of the face's own participants.
+    fn is_own(&self, g: GUID) -> bool {
+        g.prefix == self.own.prefix || self.own_out.is_some_and(|o| o.prefix == g.prefix)
+    }
+
     /// The discovered strength of a writer, waiting briefly for discovery to catch up.
     async fn writer_strength(&self, g: GUID) -> i32 {
         let deadline = tokio::time::Instant::now() + StdDuration::from_millis(DISCOVERY_WAIT_MS);
@@ -759,7 +788,7 @@ async fn ingress_task<N: Node>(
                     warn!("dds: topic {}: sample dropped: {e}", rt.cfg.name);
                 }
                 Incoming::Value { writer, .. } | Incoming::Dispose { writer, .. }
-                    if writer.prefix == shared.own.prefix => {} // our own writer: never loop back
+                    if shared.is_own(writer) => {} // our own writer: never loop back
                 Incoming::Value {
                     writer,
                     sensor_time_us,
