@@ -451,11 +451,7 @@ fn raw_append(dir: &str, total: usize, chunk: usize) -> anyhow::Result<(f64, [f6
 
 /// `raw-append --overlap`: appends run while the previous fdatasync is in flight (one writer
 /// thread, one syncing thread). MB/s until the last byte is synced, and fdatasync latency.
-fn raw_append_overlapped(
-    dir: &str,
-    total: usize,
-    chunk: usize,
-) -> anyhow::Result<(f64, [f64; 3])> {
+fn raw_append_overlapped(dir: &str, total: usize, chunk: usize) -> anyhow::Result<(f64, [f64; 3])> {
     if chunk == 0 {
         bail!("--chunk-bytes must be positive");
     }

@@ -15,14 +15,11 @@
 mod dds_support;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dds_support::{config, eventually, flight_topic, in_netns, Peer};
+use dds_support::{eventually, flight_topic, in_netns, mem_face, Peer};
 use squall_protocols::dds::cdr::TypeDesc;
-use squall_protocols::dds::DdsFace;
-use squall_protocols::testing::MemNode;
 use squall_protocols::{Node, PutRequest};
 use squall_storage::Clock;
 
@@ -38,12 +35,8 @@ async fn cyclone_writer_to_late_joining_reader_after_writer_exit() {
     if !in_netns("cyclone_writer_to_late_joining_reader_after_writer_exit") {
         return;
     }
-    let node = Arc::new(MemNode::new());
     let topic = flight_topic("FlightPlan", "flightplans");
-    let ty = topic.type_desc();
-    let face = DdsFace::start(config(vec![topic]), Arc::clone(&node))
-        .await
-        .unwrap();
+    let (node, ty, face) = mem_face(topic).await;
 
     // A live reader, present before, during and after the writer's life.
     let live = Peer::start(
@@ -173,12 +166,8 @@ async fn other_face_put_reaches_cyclone_reader_once_and_dds_samples_do_not_loop(
     if !in_netns("other_face_put_reaches_cyclone_reader_once_and_dds_samples_do_not_loop") {
         return;
     }
-    let node = Arc::new(MemNode::new());
     let topic = flight_topic("FlightPlan", "flightplans");
-    let ty = topic.type_desc();
-    let face = DdsFace::start(config(vec![topic]), Arc::clone(&node))
-        .await
-        .unwrap();
+    let (node, ty, face) = mem_face(topic).await;
 
     let r = Peer::start("reader", &["sub", "--transient-local", "--seconds", "12"]);
     r.wait_line(Duration::from_secs(10), |l| l == "ready");
@@ -264,13 +253,9 @@ async fn cyclone_writer_versions_readable_by_time() {
     if !in_netns("cyclone_writer_versions_readable_by_time") {
         return;
     }
-    let node = Arc::new(MemNode::new());
     let mut topic = flight_topic("FlightPlan", "flightlog");
     topic.history = squall_protocols::dds::config::History::KeepAll; // versioned pool
-    let ty = topic.type_desc();
-    let face = DdsFace::start(config(vec![topic]), Arc::clone(&node))
-        .await
-        .unwrap();
+    let (node, ty, face) = mem_face(topic).await;
     let mut w = Peer::start(
         "writer",
         &[

@@ -28,13 +28,11 @@
 mod dds_support;
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dds_support::{config, cyclone_uri_with_lease, eventually, flight_topic, in_netns, Peer};
+use dds_support::{cyclone_uri_with_lease, eventually, flight_topic, in_netns, mem_face, Peer};
 use squall_protocols::dds::config::{DdsTopicConfig, History, OwnershipKind};
-use squall_protocols::dds::DdsFace;
 use squall_protocols::testing::MemNode;
 use squall_protocols::{Node, NodeError, PutRequest};
 use squall_storage::owner::{writer_id, Claim};
@@ -118,13 +116,8 @@ async fn strongest_writer_owns_and_hands_over_when_killed() {
     if !in_netns("strongest_writer_owns_and_hands_over_when_killed") {
         return;
     }
-    dds_support::init_log();
-    let node = Arc::new(MemNode::new());
     let topic = exclusive_topic();
-    let ty = topic.type_desc();
-    let face = DdsFace::start(config(vec![topic]), Arc::clone(&node))
-        .await
-        .unwrap();
+    let (node, ty, face) = mem_face(topic).await;
 
     let console = Peer::start(
         "console",
@@ -347,13 +340,8 @@ async fn an_owner_that_misses_its_lease_loses_the_instance_and_takes_it_back() {
     if !in_netns("an_owner_that_misses_its_lease_loses_the_instance_and_takes_it_back") {
         return;
     }
-    dds_support::init_log();
-    let node = Arc::new(MemNode::new());
     let topic = exclusive_topic();
-    let ty = topic.type_desc();
-    let face = DdsFace::start(config(vec![topic]), Arc::clone(&node))
-        .await
-        .unwrap();
+    let (node, ty, face) = mem_face(topic).await;
     let common = [
         "pub",
         "--key",

@@ -258,6 +258,24 @@ pub fn flight_topic(name: &str, pool: &str) -> DdsTopicConfig {
     }
 }
 
+/// The common start of the in-memory DDS tests: the face's log (see [`init_log`]), an in-memory
+/// node, and a face serving `topic` on it; returns the node, the topic's type and the face.
+pub async fn mem_face(
+    topic: DdsTopicConfig,
+) -> (
+    Arc<squall_protocols::testing::MemNode>,
+    squall_protocols::dds::cdr::TypeDesc,
+    squall_protocols::dds::DdsFace,
+) {
+    init_log();
+    let node = Arc::new(squall_protocols::testing::MemNode::new());
+    let ty = topic.type_desc();
+    let face = squall_protocols::dds::DdsFace::start(config(vec![topic]), Arc::clone(&node))
+        .await
+        .expect("starting the DDS face");
+    (node, ty, face)
+}
+
 /// A config with these topics on domain 0, loopback only.
 pub fn config(topics: Vec<DdsTopicConfig>) -> DdsConfig {
     DdsConfig {
