@@ -149,18 +149,45 @@ impl KeyState {
         (e.version.key_version <= v).then_some(idx)
     }
 
-    /// The live entry covering `v`.
-    pub fn covering(&self, v: u64) -> Option<&Stored> {
+    /// How many leading entries a reader may see: those whose log position is ≤ `synced`
+    /// (`u64::MAX` for a volatile pool, whose entries carry [`NO_LSN`]). A key's log positions
+    /// grow with its versions (appends happen under the shard lock, in key order; replay and
+    /// checkpoints keep the order, and checkpoint entries carry [`CHECKPOINT_LSN`] = 0), so the
+    /// unsynced entries are a suffix. Cost: one comparison unless a write is in flight.
+    pub fn visible_len(&self, synced: u64) -> usize {
+        match self.entries.back() {
+            None => 0,
+            Some(b) if b.lsn <= synced => self.entries.len(),
+            Some(_) => self.entries.partition_point(|e| e.lsn <= synced),
+        }
+    }
+
+    /// `(start, next)` as a reader sees them: `next` ends at the first unsynced entry (its
+    /// key_version is where the durable counters stood when it was written).
+    pub fn visible_bounds(&self, synced: u64) -> (u64, u64) {
+        match self.entries.get(self.visible_len(synced)) {
+            None => (self.start, self.next),
+            Some(e) => {
+                let next = e.version.key_version;
+                (self.start.min(next), next)
+            }
+        }
+    }
+
+    /// The newest visible live entry (see [`KeyState::visible_len`]).
+    pub fn newest_visible(&self, synced: u64) -> Option<&Stored> {
+        let n = self.visible_len(synced);
+        self.entries.range(..n).rev().find(|e| !e.dead)
+    }
+
+    /// The visible live entry covering `v`.
+    pub fn covering_visible(&self, v: u64, synced: u64) -> Option<&Stored> {
         if v < self.start {
             return None;
         }
-        let e = &self.entries[self.position_covering(v)?];
-        (!e.dead).then_some(e)
-    }
-
-    /// The newest kept entry (never dead: compaction only kills older ones).
-    pub fn newest_kept(&self) -> Option<&Stored> {
-        self.entries.back().filter(|e| !e.dead)
+        let pos = self.position_covering(v)?;
+        let e = &self.entries[pos];
+        (!e.dead && e.lsn <= synced).then_some(e)
     }
 
     /// Live entries from the one covering `from` on.
@@ -202,11 +229,11 @@ impl KeyState {
             .map(|e| e.version.key_version)
     }
 
-    /// The first live key_version whose sensor time is ≥ `t_us` (a scan: sensor times are not
-    /// ordered by arrival).
-    pub fn first_sensor_at_or_after(&self, t_us: u64) -> Option<u64> {
+    /// The first live key_version with log position ≤ `synced` whose sensor time is ≥ `t_us`
+    /// (a scan: sensor times are not ordered by arrival).
+    pub fn first_sensor_at_or_after(&self, t_us: u64, synced: u64) -> Option<u64> {
         self.entries
-            .iter()
+            .range(..self.visible_len(synced))
             .filter(|e| !e.dead && e.sensor_key() >= t_us)
             .map(|e| e.version.key_version)
             .min()

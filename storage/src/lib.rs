@@ -39,6 +39,8 @@ pub mod watch;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod visibility_tests;
 
 pub use config::StoreConfig;
 pub use error::StorageError;

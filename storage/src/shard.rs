@@ -21,6 +21,9 @@ pub(crate) struct PoolKeys {
 pub(crate) struct RingEvent {
     pub pool_id: u64,
     pub entry: Entry,
+    /// Log position of the entry's record ([`crate::key::NO_LSN`] if not logged): watchers of
+    /// a durable pool get the event only once it is synced.
+    pub lsn: u64,
 }
 
 /// A shard.

@@ -51,6 +51,8 @@ pub(crate) struct Bugs {
     pub ring_no_evict: AtomicBool,
     /// The frontier ignores unsynced writes.
     pub frontier_ignores_unsynced: AtomicBool,
+    /// Reads and watches of durable pools show versions before their fsync.
+    pub reads_ignore_unsynced: AtomicBool,
 }
 
 /// The versioned, time-indexed object store. `Send + Sync`; every method takes `&self`.
@@ -58,7 +60,7 @@ pub struct Store {
     config: StoreConfig,
     shards: Vec<RwLock<Shard>>,
     pools: RwLock<BTreeMap<String, Arc<Pool>>>,
-    generations: Vec<AtomicU64>,
+    generations: Arc<Vec<AtomicU64>>,
     hook: Arc<RwLock<Option<NotifyHook>>>,
     log: Option<Log>,
     /// Per shard: log records below this lsn are covered by the checkpoint.
@@ -154,10 +156,15 @@ impl Store {
         let (log, checkpoint, records) = Log::open(log_config)?;
         let store = Store::build(config, Some(log))?;
         if let Some(log) = &store.log {
-            // After each group commit, tell the driver every shard may have moved.
+            // After each group commit, tell the driver every shard may have moved (reads and
+            // watches of durable pools now show what the commit made durable).
             let hook = store.hook.clone();
+            let gens = store.generations.clone();
             let n = store.config.shards;
             log.set_hook(Arc::new(move || {
+                for g in gens.iter() {
+                    g.fetch_add(1, Ordering::AcqRel);
+                }
                 let h = read(&hook).clone();
                 if let Some(h) = h {
                     for i in 0..n {
@@ -189,7 +196,7 @@ impl Store {
         let shards = (0..config.shards)
             .map(|i| RwLock::new(Shard::new(i)))
             .collect();
-        let generations = (0..config.shards).map(|_| AtomicU64::new(0)).collect();
+        let generations = Arc::new((0..config.shards).map(|_| AtomicU64::new(0)).collect());
         Ok(Store {
             config,
             shards,
@@ -886,6 +893,7 @@ impl Store {
         let event = RingEvent {
             pool_id: pool.id,
             entry: stored.to_entry(key),
+            lsn: stored.lsn,
         };
         let sensor_skip = self.bugs.sensor_index_skip.load(Ordering::Relaxed);
         let pk = Self::pool_keys(s, pool);
@@ -1572,21 +1580,48 @@ impl Store {
         Ok(out)
     }
 
-    /// Runs `f` on the key's state under the shard's read lock.
+    /// The highest log position a reader of `pool` may see: the log's synced position for a
+    /// durable pool on a store with a log, `u64::MAX` otherwise (everything applied is
+    /// visible). One atomic load.
+    ///
+    /// The rule (consistency first): a latest, version or bounds read and a watch show a
+    /// durable pool's version only once its log record is fsynced, so nothing a reader saw
+    /// can vanish in a crash and its key_version (a Kafka offset) can never come back with a
+    /// different value. Conditional puts still compare with the newest *applied* version:
+    /// they are ordered after it, and their own acknowledgement waits for the fsync that
+    /// covers both.
+    pub(crate) fn visible_lsn(&self, p: &Pool) -> u64 {
+        match &self.log {
+            Some(log)
+                if p.config.durable
+                    && p.config.mode != Mode::Stateless
+                    && !self.bugs.reads_ignore_unsynced.load(Ordering::Relaxed) =>
+            {
+                log.synced_lsn()
+            }
+            _ => u64::MAX,
+        }
+    }
+
+    /// Runs `f` on the key's state under the shard's read lock; `f` also gets the pool's
+    /// visible log position (see [`Store::visible_lsn`]).
     fn with_key<R>(
         &self,
         pool: &str,
         key: &str,
-        f: impl FnOnce(&Pool, &Shard, Option<&KeyState>) -> Result<R, StorageError>,
+        f: impl FnOnce(&Pool, &Shard, Option<&KeyState>, u64) -> Result<R, StorageError>,
     ) -> Result<R, StorageError> {
         let p = self.pool_arc(pool)?;
         let s = read(self.shard(self.shard_of(pool, key))?);
+        // Loaded under the shard lock: entries applied later cannot be below it anyway (the
+        // synced position only grows and every new append is above it).
+        let synced = self.visible_lsn(&p);
         let ks = s
             .pools
             .get(pool)
             .filter(|pk| pk.pool_id == p.id)
             .and_then(|pk| pk.keys.get(key));
-        f(&p, &s, ks)
+        f(&p, &s, ks, synced)
     }
 
     fn need_mode(p: &Pool, ok: &[Mode], what: &str) -> Result<(), StorageError> {
@@ -1617,12 +1652,13 @@ impl Store {
             .filter(|o| o.alive_at(now_us)))
     }
 
-    /// The newest entry of a key; a delete counts as no value (`NotFound`).
+    /// The newest durable entry of a key (see [`Store::visible_lsn`]); a delete counts as no
+    /// value (`NotFound`).
     pub fn get(&self, pool: &str, key: &str) -> Result<Entry, StorageError> {
-        self.with_key(pool, key, |p, _, ks| {
+        self.with_key(pool, key, |p, _, ks, synced| {
             Self::need_mode(p, &[Mode::Latest, Mode::Versioned], "get")?;
             let e = ks
-                .and_then(|ks| ks.newest_kept())
+                .and_then(|ks| ks.newest_visible(synced))
                 .ok_or(StorageError::NotFound)?;
             if e.tombstone {
                 return Err(StorageError::NotFound);
@@ -1631,23 +1667,23 @@ impl Store {
         })
     }
 
-    /// The entry whose dense range covers `key_version` (versioned pools). A tombstone is
-    /// returned as such (`tombstone: true`).
+    /// The durable entry whose dense range covers `key_version` (versioned pools). A
+    /// tombstone is returned as such (`tombstone: true`).
     pub fn get_version(
         &self,
         pool: &str,
         key: &str,
         key_version: u64,
     ) -> Result<Entry, StorageError> {
-        self.with_key(pool, key, |p, _, ks| {
+        self.with_key(pool, key, |p, _, ks, synced| {
             Self::need_mode(p, &[Mode::Versioned], "a version read")?;
-            ks.and_then(|ks| ks.covering(key_version))
+            ks.and_then(|ks| ks.covering_visible(key_version, synced))
                 .map(|e| e.to_entry(key))
                 .ok_or(StorageError::NotFound)
         })
     }
 
-    /// Entries from the one covering `from` (or the first kept) on, in order, until
+    /// Durable entries from the one covering `from` (or the first kept) on, in order, until
     /// `bytes_max` value bytes (at least one entry when any exists) or `entries_max` entries.
     pub fn read_from(
         &self,
@@ -1657,12 +1693,15 @@ impl Store {
         bytes_max: usize,
         entries_max: usize,
     ) -> Result<Vec<Entry>, StorageError> {
-        self.with_key(pool, key, |p, _, ks| {
+        self.with_key(pool, key, |p, _, ks, synced| {
             Self::need_mode(p, &[Mode::Versioned], "a version read")?;
             let mut out = Vec::new();
             let Some(ks) = ks else { return Ok(out) };
             let mut bytes = 0usize;
             for e in ks.iter_from(from) {
+                if e.lsn > synced {
+                    break; // the rest is not durable yet
+                }
                 if out.len() >= entries_max
                     || (!out.is_empty() && bytes + e.value.len() > bytes_max)
                 {
@@ -1675,9 +1714,22 @@ impl Store {
         })
     }
 
-    /// The kept range of a key's dense counters (`{0, 0}` for a key never written).
+    /// The kept range of a key's dense counters as readers see it (`{0, 0}` for a key never
+    /// written): `next` is the durable end (a Kafka high watermark), the key_version after the
+    /// newest durable entry; see [`Store::applied_bounds`] for the applied end.
     pub fn bounds(&self, pool: &str, key: &str) -> Result<KeyBounds, StorageError> {
-        self.with_key(pool, key, |_, _, ks| {
+        self.with_key(pool, key, |_, _, ks, synced| {
+            Ok(ks.map_or(KeyBounds::default(), |ks| {
+                let (start, next) = ks.visible_bounds(synced);
+                KeyBounds { start, next }
+            }))
+        })
+    }
+
+    /// The kept range including versions applied but not yet durable (what the next put
+    /// continues from). Not for answering readers: a crash may take back `next`.
+    pub fn applied_bounds(&self, pool: &str, key: &str) -> Result<KeyBounds, StorageError> {
+        self.with_key(pool, key, |_, _, ks, _| {
             Ok(ks.map_or(KeyBounds::default(), |ks| KeyBounds {
                 start: ks.start,
                 next: ks.next,
@@ -1685,7 +1737,7 @@ impl Store {
         })
     }
 
-    /// The first kept key_version whose time is ≥ `t_us` (Kafka ListOffsets by time).
+    /// The first kept durable key_version whose time is ≥ `t_us` (Kafka ListOffsets by time).
     pub fn version_at_or_after(
         &self,
         pool: &str,
@@ -1693,11 +1745,15 @@ impl Store {
         t_us: u64,
         clock: Clock,
     ) -> Result<Option<u64>, StorageError> {
-        self.with_key(pool, key, |p, _, ks| {
+        self.with_key(pool, key, |p, _, ks, synced| {
             Self::need_mode(p, &[Mode::Versioned], "a time lookup")?;
-            Ok(ks.and_then(|ks| match clock {
-                Clock::Platform => ks.first_platform_at_or_after(t_us),
-                Clock::Sensor => ks.first_sensor_at_or_after(t_us),
+            Ok(ks.and_then(|ks| {
+                let v = match clock {
+                    Clock::Platform => ks.first_platform_at_or_after(t_us),
+                    Clock::Sensor => ks.first_sensor_at_or_after(t_us, synced),
+                }?;
+                ks.covering_visible(v, synced)
+                    .map(|e| e.version.key_version)
             }))
         })
     }
@@ -1721,7 +1777,7 @@ impl Store {
         at_us: u64,
         clock: Clock,
     ) -> Result<Option<Entry>, StorageError> {
-        self.with_key(pool, key, |p, s, ks| {
+        self.with_key(pool, key, |p, s, ks, _| {
             Self::need_mode(p, &[Mode::Versioned], "a time read")?;
             let need = Self::needed_frontier(p, at_us, clock);
             if need.is_none_or(|n| n > s.frontier_us) {

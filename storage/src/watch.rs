@@ -9,6 +9,11 @@
 //! newest value per key to give) or, in a stateless pool where nothing is kept, gets a
 //! [`WatchEvent::Lagged`] notice and continues with the oldest event still in the ring. Memory
 //! is bounded by the ring's limits whatever the watchers do.
+//!
+//! A watch on a durable pool delivers an update only once its log record is synced (see
+//! `Store::visible_lsn`): a cursor stops just before the first unsynced update of its pool
+//! and continues from there after the group commit (whose notify hook wakes the driver), so
+//! updates still come in order, with no gap and no duplicate, and none can vanish in a crash.
 
 use std::sync::RwLockReadGuard;
 
@@ -142,10 +147,13 @@ impl Watch {
         if self.ended {
             return WatchPoll::Ended;
         }
-        if store.pool_arc(&self.pool).map(|p| p.id) != Ok(self.pool_id) {
-            self.ended = true;
-            return WatchPoll::Ended;
-        }
+        let synced = match store.pool_arc(&self.pool) {
+            Ok(p) if p.id == self.pool_id => store.visible_lsn(&p),
+            _ => {
+                self.ended = true;
+                return WatchPoll::Ended;
+            }
+        };
         let max = store.config().watch_poll_events_max;
         let n = self.cursors.len();
         let mut out = Vec::new();
@@ -154,7 +162,7 @@ impl Watch {
                 break;
             }
             let ci = (self.next_cursor + i) % n;
-            self.poll_shard(store, ci, max - out.len(), &mut out);
+            self.poll_shard(store, ci, max - out.len(), synced, &mut out);
         }
         self.next_cursor = (self.next_cursor + 1) % n.max(1);
         if out.is_empty() {
@@ -164,7 +172,16 @@ impl Watch {
         }
     }
 
-    fn poll_shard(&mut self, store: &Store, ci: usize, max: usize, out: &mut Vec<WatchEvent>) {
+    /// Polls one shard's cursor; updates of this pool with a log position above `synced` are
+    /// not delivered yet (the cursor stops just before the first one).
+    fn poll_shard(
+        &mut self,
+        store: &Store,
+        ci: usize,
+        max: usize,
+        synced: u64,
+        out: &mut Vec<WatchEvent>,
+    ) {
         let Ok(lk) = store.shard(self.cursors[ci].shard) else {
             return;
         };
@@ -183,9 +200,9 @@ impl Watch {
             }
             if c.after < c.replay_upto {
                 let before = out.len();
-                self.replay(&s, &mut c, budget, out);
+                let blocked = self.replay(&s, &mut c, budget, synced, out);
                 budget -= out.len() - before;
-                if budget == 0 {
+                if budget == 0 || blocked {
                     break;
                 }
                 // Replay done: check the ring still covers what follows, then go live.
@@ -196,8 +213,16 @@ impl Watch {
                 .partition_point(|ev| ev.entry.version.shard_seq <= c.after);
             let mut taken = 0;
             let mut last_seen = c.after;
+            let mut blocked = false;
             for ev in s.ring.range(start..) {
                 if taken >= budget {
+                    break;
+                }
+                if ev.pool_id == self.pool_id && ev.lsn > synced {
+                    // Not durable yet: stop just before it (later updates of this pool were
+                    // logged after it, so none of them is durable either).
+                    last_seen = ev.entry.version.shard_seq - 1;
+                    blocked = true;
                     break;
                 }
                 last_seen = ev.entry.version.shard_seq;
@@ -214,7 +239,7 @@ impl Watch {
                     taken += 1;
                 }
             }
-            c.after = if taken < budget {
+            c.after = if taken < budget && !blocked {
                 last_seen.max(s.last.shard_seq)
             } else {
                 last_seen
@@ -224,15 +249,23 @@ impl Watch {
         self.cursors[ci] = c;
     }
 
-    /// Kept entries with shard_seq in `(after, replay_upto]`, ascending, at most `max`.
-    fn replay(&self, s: &Shard, c: &mut Cursor, max: usize, out: &mut Vec<WatchEvent>) {
+    /// Kept entries with shard_seq in `(after, replay_upto]`, ascending, at most `max`, up to
+    /// the first one with a log position above `synced` (then `true`: blocked there).
+    fn replay(
+        &self,
+        s: &Shard,
+        c: &mut Cursor,
+        max: usize,
+        synced: u64,
+        out: &mut Vec<WatchEvent>,
+    ) -> bool {
         let Some(pk) = s
             .pools
             .get(&self.pool)
             .filter(|pk| pk.pool_id == self.pool_id)
         else {
             c.after = c.replay_upto;
-            return;
+            return false;
         };
         let keys: Box<dyn Iterator<Item = (&String, &KeyState)>> = match &self.selector {
             Selector::Key(k) => Box::new(pk.keys.get_key_value(k).into_iter()),
@@ -270,6 +303,12 @@ impl Watch {
                 break;
             }
             let (k, ks, pos) = heads[i];
+            if ks.entries[pos].lsn > synced {
+                // The merge is in shard order, which is log order: nothing after it is
+                // durable either.
+                c.after = c.after.max(seq - 1);
+                return true;
+            }
             out.push(WatchEvent::Update(ks.entries[pos].to_entry(k)));
             taken += 1;
             c.after = seq;
@@ -281,6 +320,7 @@ impl Watch {
         if taken < max {
             c.after = c.replay_upto;
         }
+        false
     }
 
     /// Moves `head` to its next entry that passes the filters and is ≤ `upto`; its shard_seq.
