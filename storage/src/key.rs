@@ -472,6 +472,13 @@ impl KeyState {
                         v.key_version, p.version.key_version, p.version.span
                     ));
                 }
+                if e.lsn < p.lsn {
+                    // Durable reads rely on it: a key's unsynced versions are a suffix.
+                    return Err(format!(
+                        "entry {}: log position {} below the previous entry's {}",
+                        v.key_version, e.lsn, p.lsn
+                    ));
+                }
                 if v.shard_seq <= p.version.shard_seq || v.time <= p.version.time {
                     return Err(format!(
                         "entry {}: HLC not strictly increasing in key order",
@@ -559,6 +566,32 @@ mod tests {
                 dead: false,
             })
             .collect()
+    }
+
+    /// The checker catches a key whose log positions go backwards (durable reads assume a
+    /// key's unsynced versions are a suffix), and the visible prefix ends at the first
+    /// unsynced entry.
+    #[test]
+    fn checker_catches_log_positions_out_of_order() {
+        let mut ks = KeyState {
+            next: 3,
+            entries: entries(&[0, 1, 2]),
+            ..KeyState::default()
+        };
+        for (i, e) in ks.entries.iter_mut().enumerate() {
+            e.version.shard_seq = i as u64 + 1;
+            e.version.time.physical_us = i as u64 + 1;
+            e.lsn = 10 + i as u64;
+        }
+        ks.check().expect("increasing lsns pass");
+        assert_eq!(ks.visible_len(10), 1);
+        assert_eq!(ks.visible_bounds(10), (0, 1));
+        assert_eq!(ks.visible_bounds(u64::MAX), (0, 3));
+        assert!(ks.covering_visible(1, 10).is_none());
+        assert!(ks.covering_visible(1, 11).is_some());
+        ks.entries[2].lsn = 5; // planted: a later version logged before an earlier one
+        let err = ks.check().expect_err("planted bug must be caught");
+        assert!(err.contains("log position"), "{err}");
     }
 
     /// count_le agrees with a plain partition_point on skewed, clustered and uniform inputs.
