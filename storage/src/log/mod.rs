@@ -10,9 +10,13 @@
 //! * A failed write is cut back off the file and reported; nothing is applied. A failed fsync
 //!   leaves the state of the unsynced bytes unknown, so the log turns read-only
 //!   ([`StorageError::LogFailed`]) until a restart recovers what is on disk.
+//! * The active segment is preallocated (grown with zeros to `segment_bytes_max` and synced
+//!   once), so a group-commit fdatasync writes data only, not a new file size; a segment is cut
+//!   to its true end before it is closed.
 //! * Recovery reads every segment, verifies each record, cuts a torn tail (a short or
-//!   zero-filled end) and rebuilds the indexes; anything else wrong is
-//!   [`StorageError::Corrupt`] naming file and offset — never skipped.
+//!   zero-filled end; in the preallocated zeros also a record with a zero 4 KiB page piece,
+//!   since an unsynced write's pages reach the disk in any order) and rebuilds the indexes;
+//!   anything else wrong is [`StorageError::Corrupt`] naming file and offset — never skipped.
 //!
 //! File IO goes through [`fs::LogFs`] so tests run it on [`fs::SimFs`], a disk that loses
 //! unsynced bytes on a simulated crash.
@@ -359,6 +363,9 @@ impl Log {
                 last_indexed_pos: None,
             });
         }
+        if let Some(last) = segs.last() {
+            preallocate(&config, &*last.file);
+        }
         let written = next_lsn - 1;
         let sh = Arc::new(Shared {
             config,
@@ -418,7 +425,10 @@ impl Log {
             let mut hb = [0u8; HEADER_BYTES];
             hb.copy_from_slice(&data[pos..pos + HEADER_BYTES]);
             let Some(h) = decode_header(&hb) else {
-                if zeros(pos) {
+                if zeros(pos)
+                    || zero_page_piece(data, pos, pos + HEADER_BYTES)
+                    || zero_to_page_end(data, pos + HEADER_BYTES - 1)
+                {
                     return Ok(Scan::Torn(pos as u64));
                 }
                 return Err(corrupt(pos, "header checksum mismatch".into()));
@@ -433,7 +443,7 @@ impl Log {
             };
             let body = &data[bstart..bend];
             if crc32c::crc32c(body) != h.body_crc {
-                if zeros(bend) {
+                if zeros(bend) || zero_page_piece(data, pos, bend) {
                     return Ok(Scan::Torn(pos as u64));
                 }
                 return Err(corrupt(pos, "body checksum mismatch".into()));
@@ -533,6 +543,15 @@ impl Log {
         // the new segment's records (written back by the kernel) but lose the old one's unsynced
         // tail, a hole recovery must treat as corruption. One extra fsync per segment.
         if let Some(old) = w.segs.last() {
+            // Cut the preallocated zero tail first (recovery takes zeros as the end of the
+            // log, which is only allowed in the last segment); the sync below makes it durable
+            // before the next segment exists.
+            if let Err(e) = old.file.set_len(old.len) {
+                let msg = format!("could not cut {} to its end: {e}", old.path.display());
+                w.failed = Some(msg.clone());
+                self.fail(msg);
+                return Err(StorageError::io(old.path.display().to_string(), &e));
+            }
             if self.sh.config.sync == SyncPolicy::Never {
                 w.to_sync.push(old.file.clone());
             } else if let Err(e) = old.file.sync() {
@@ -547,6 +566,7 @@ impl Log {
         let file = fs
             .open(&path, true)
             .map_err(|e| StorageError::io(&ps, &e))?;
+        preallocate(&self.sh.config, &*file);
         w.dir_dirty = true;
         w.segs.push(Segment {
             base: w.next_lsn,
@@ -772,6 +792,34 @@ impl Log {
     }
 }
 
+/// Page size assumed for torn writes: a crash keeps or loses whole pages of unsynced data.
+const TORN_PAGE_BYTES: usize = 4096;
+
+/// Whether some piece of `data[from..to]` that one 4 KiB page covers is all zeros: the mark of
+/// a torn write into a preallocated (zero) region, where the pages of one unsynced write
+/// reach the disk in any order, so a record can be cut by a zero page in its middle or a later
+/// page can survive an earlier lost one. A record cut that way was never acknowledged (a sync
+/// covers every earlier write), so recovery ends the log there.
+fn zero_page_piece(data: &[u8], from: usize, to: usize) -> bool {
+    let to = to.min(data.len());
+    let mut start = from;
+    while start < to {
+        let end = ((start / TORN_PAGE_BYTES + 1) * TORN_PAGE_BYTES).min(to);
+        if data[start..end].iter().all(|&b| b == 0) {
+            return true;
+        }
+        start = end;
+    }
+    false
+}
+
+/// Whether `data` is all zeros from `from` to the end of its 4 KiB page (or of `data`): a header
+/// cut short by a torn write, its tail still the preallocated zeros.
+fn zero_to_page_end(data: &[u8], from: usize) -> bool {
+    let end = ((from / TORN_PAGE_BYTES + 1) * TORN_PAGE_BYTES).min(data.len());
+    from < end && data[from..end].iter().all(|&b| b == 0)
+}
+
 /// Reads and verifies one record at `pos`; returns it and the offset after it.
 fn read_record_at(
     config: &LogConfig,
@@ -807,6 +855,19 @@ fn read_record_at(
     }
     let rec = decode_body(&body).map_err(corrupt)?;
     Ok((rec, bstart + u64::from(h.body_len)))
+}
+
+/// Grows the active segment `file` with zeros to the segment size and syncs that once, so the
+/// group commit's fdatasyncs write only data, not a new file size each time. Best effort: on an
+/// error the file just grows as it is written (as without preallocation). Not with
+/// [`SyncPolicy::Never`] (nothing is synced there).
+fn preallocate(config: &LogConfig, file: &dyn LogFile) {
+    if config.sync == SyncPolicy::Never {
+        return;
+    }
+    if file.preallocate(config.segment_bytes_max).is_ok() {
+        let _ = file.sync();
+    }
 }
 
 fn sync_dir(config: &LogConfig, dir: &Path) -> std::io::Result<()> {
