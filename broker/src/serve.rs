@@ -45,9 +45,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     })?;
     let http_addr = listener.local_addr()?;
     let mut http_stop = shutdown_rx.clone();
-    let http_task = tokio::spawn(http::serve(listener, face.router(), async move {
-        let _ = http_stop.wait_for(|v| *v).await;
-    }));
+    let http_task = tokio::spawn(http::serve_with_limits(
+        listener,
+        face.router(),
+        cfg.http.limits(),
+        async move {
+            let _ = http_stop.wait_for(|v| *v).await;
+        },
+    ));
     println!("squall: http listening on {http_addr} (API /v1, metrics /metrics, health /healthz)");
 
     // Faces that run as tasks: each prints "squall: <face> listening on ADDR" (tests parse

@@ -21,6 +21,7 @@ mod error;
 mod keys;
 mod metrics;
 mod pools;
+mod serve;
 mod snapshot;
 mod watch;
 pub mod wire;
@@ -44,6 +45,7 @@ use squall_storage::{
 
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
+pub use serve::{serve_with_limits, ConnLimits};
 
 use crate::node::Node;
 
@@ -72,6 +74,11 @@ pub struct HttpConfig {
     pub watchers_max: u32,
     /// SSE keep-alive comment interval, in ms.
     pub keep_alive_ms: u64,
+    /// Most HTTP connections open at once; past it a new connection is closed at accept.
+    pub connections_max: u32,
+    /// Longest time a request head may take to arrive before the connection is closed, in ms
+    /// (slow or idle clients cannot hold connections).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -83,6 +90,8 @@ impl Default for HttpConfig {
             wait_ms_max: 60_000,
             watchers_max: 10_000,
             keep_alive_ms: 15_000,
+            connections_max: ConnLimits::default().connections_max as u32,
+            header_read_timeout_ms: ConnLimits::default().header_read_timeout.as_millis() as u64,
         }
     }
 }
@@ -114,7 +123,24 @@ impl HttpConfig {
         if self.keep_alive_ms == 0 {
             return Err("http.keep_alive_ms must be at least 1".into());
         }
+        if self.connections_max == 0 {
+            return Err("http.connections_max must be at least 1".into());
+        }
+        if self.header_read_timeout_ms == 0 || self.header_read_timeout_ms > 3_600_000 {
+            return Err(format!(
+                "http.header_read_timeout_ms = {} is out of range: use 1..=3600000",
+                self.header_read_timeout_ms
+            ));
+        }
         Ok(())
+    }
+
+    /// The accept loop's limits ([`serve_with_limits`]).
+    pub fn limits(&self) -> ConnLimits {
+        ConnLimits {
+            connections_max: self.connections_max as usize,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+        }
     }
 }
 
@@ -292,15 +318,14 @@ impl<N: Node> HttpFace<N> {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains open requests.
+/// Serves `router` on `listener` with the default [`ConnLimits`] until `shutdown` resolves,
+/// then drains open requests ([`serve_with_limits`] takes the limits).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with_limits(listener, router, ConnLimits::default(), shutdown).await
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {

@@ -553,3 +553,122 @@ async fn a_full_disk_gets_507_and_stores_nothing() {
     let (s, _, b) = call(&r, "GET", "/v1/pools/p/keys/k", &[], b"").await;
     assert_eq!((s, b.as_slice()), (StatusCode::OK, &b"kept"[..]));
 }
+
+// ---------------------------------------------------------------- the accept loop's limits
+
+/// Starts the face on a real loopback listener with `limits`; returns its address and the
+/// shutdown switch (the face's own and the accept loop's).
+async fn serve_face(
+    limits: super::ConnLimits,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (router, tx) = face();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut stop = tx.subscribe();
+    let task = tokio::spawn(super::serve_with_limits(
+        listener,
+        router,
+        limits,
+        async move {
+            let _ = stop.wait_for(|v| *v).await;
+        },
+    ));
+    (addr, tx, task)
+}
+
+/// Reads until EOF or `within`; true when the server closed the connection in time.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let end = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue, // a 408/400 reply before the close is fine
+        }
+    }
+}
+
+async fn healthz_over(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("reply in time")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_slow_request_head_and_an_idle_connection_are_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let limits = super::ConnLimits {
+        connections_max: 16,
+        header_read_timeout: Duration::from_millis(300),
+    };
+    let (addr, tx, task) = serve_face(limits).await;
+    // Slowloris: half a head, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .expect("write");
+    // Connected and silent.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(3)).await,
+        "a half-sent request head kept its connection open past the header timeout"
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(3)).await,
+        "a silent connection stayed open past the header timeout"
+    );
+    // Others are unaffected.
+    assert!(healthz_over(addr).await.starts_with("HTTP/1.1 200"));
+    tx.send(true).expect("stop");
+    task.await.expect("join").expect("serve");
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_at_accept_and_a_freed_slot_is_reused() {
+    let limits = super::ConnLimits {
+        connections_max: 2,
+        header_read_timeout: Duration::from_secs(30),
+    };
+    let (addr, tx, task) = serve_face(limits).await;
+    let first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Give the loop time to accept both before the third arrives.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert!(
+        closed_within(&mut third, Duration::from_secs(3)).await,
+        "a connection past connections_max was kept"
+    );
+    // Freeing a slot lets the next client in.
+    drop(first);
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = healthz_over(addr).await;
+        if reply.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "no slot came free after a client left: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tx.send(true).expect("stop");
+    task.await.expect("join").expect("serve");
+}
