@@ -180,6 +180,21 @@ impl KeyState {
         self.entries.range(..n).rev().find(|e| !e.dead)
     }
 
+    /// What a latest read shows: the newest visible live entry; or, when nothing is visible
+    /// but the key had versions before its first kept one (a `latest` pool, or retention
+    /// keeping only the newest, replaced the durable value in memory), the newest applied live
+    /// entry: the durable value it replaced is gone, and "no value" would be false for a key
+    /// that durably has one. A key whose every version is unsynced (start 0) has no value yet.
+    pub fn newest_for_get(&self, synced: u64) -> Option<&Stored> {
+        self.newest_visible(synced).or_else(|| {
+            if self.start > 0 {
+                self.entries.iter().rev().find(|e| !e.dead)
+            } else {
+                None
+            }
+        })
+    }
+
     /// The visible live entry covering `v`.
     pub fn covering_visible(&self, v: u64, synced: u64) -> Option<&Stored> {
         if v < self.start {

@@ -1658,7 +1658,7 @@ impl Store {
         self.with_key(pool, key, |p, _, ks, synced| {
             Self::need_mode(p, &[Mode::Latest, Mode::Versioned], "get")?;
             let e = ks
-                .and_then(|ks| ks.newest_visible(synced))
+                .and_then(|ks| ks.newest_for_get(synced))
                 .ok_or(StorageError::NotFound)?;
             if e.tombstone {
                 return Err(StorageError::NotFound);

@@ -294,3 +294,31 @@ fn watch_across_releases_has_no_gap_and_no_duplicate() {
     got.sort_by_key(|(_, v)| (v[0], v[1]));
     assert_eq!(got, want);
 }
+
+/// A `latest` pool keeps one value per key: once an overwrite is applied, the durable value it
+/// replaced is gone from memory. A latest read in the sync window must still find a value (the
+/// key durably has one), not answer `NotFound`; a key whose only write is unsynced has none.
+#[test]
+fn a_latest_key_keeps_a_value_while_its_overwrite_waits_for_the_fsync() {
+    let fs = SimFs::new();
+    let s = held(&fs);
+    durable_pool(&s, "l", Mode::Latest);
+    let a0 = put(&s, "l", "k", b"v0", 10);
+    release(&s, a0.lsn.unwrap());
+    assert_eq!(s.get("l", "k").expect("synced value").value.as_ref(), b"v0");
+    let a1 = put(&s, "l", "k", b"v1", 20);
+    let during = s.get("l", "k");
+    assert!(
+        during.is_ok(),
+        "a key with a durable value read as {during:?} while its overwrite was unsynced"
+    );
+    // A brand-new key with only an unsynced write has no durable value yet.
+    let b0 = put(&s, "l", "fresh", b"x", 30);
+    assert!(matches!(s.get("l", "fresh"), Err(StorageError::NotFound)));
+    release(&s, a1.lsn.unwrap().max(b0.lsn.unwrap()));
+    assert_eq!(s.get("l", "k").expect("after sync").value.as_ref(), b"v1");
+    assert_eq!(
+        s.get("l", "fresh").expect("after sync").value.as_ref(),
+        b"x"
+    );
+}
