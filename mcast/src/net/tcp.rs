@@ -12,8 +12,9 @@
 //!   frames for the dead process and shadow the dialer's real connection to this one).
 //! * **Framing.** Every frame is a checksummed [`codec`] frame; every length is checked
 //!   against a named limit before anything is allocated (the codec's
-//!   [`FRAME_BYTES_MAX`](crate::limits::FRAME_BYTES_MAX), [`HELLO_ADDR_BYTES_MAX`]). An
-//!   invalid frame or handshake closes the connection.
+//!   [`FRAME_BYTES_MAX`](crate::limits::FRAME_BYTES_MAX),
+//!   [`HELLO_ADDR_BYTES_MAX`](super::transport::HELLO_ADDR_BYTES_MAX)). An invalid frame or
+//!   handshake closes the connection.
 //! * **Failure.** When an *established* connection breaks (end of stream, reset, invalid
 //!   frame, write error), the transport reports [`TransportEvent::PeerLost`]: frames queued on
 //!   it may be gone, and the core treats that as a failure suspicion, never as silent loss.
