@@ -24,6 +24,21 @@ fn sb(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
+/// A classic-protocol JoinGroup of `member` (empty: a new member) to `group`: consumer
+/// protocol "range", 10 s session and rebalance timeouts.
+fn join_request(group: &str, member: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(sb(group)))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(sb(member))
+        .with_protocol_type(sb("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(sb("range"))
+        .with_metadata(Bytes::from_static(b"m"))])
+}
+
 async fn broker() -> Arc<KafkaBroker<MemNode>> {
     Arc::new(
         KafkaBroker::new(Arc::new(MemNode::default()), KafkaConfig::default())
@@ -1229,18 +1244,7 @@ async fn join_v4_requires_a_member_id_and_commits_roundtrip_metadata() {
     use offset_fetch_request::OffsetFetchRequestTopic;
     let b = broker().await;
     assert_eq!(create(&b, "ct", 2, &[]).await, 0);
-    let join = |member: &str| {
-        JoinGroupRequest::default()
-            .with_group_id(GroupId(sb("grp")))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_member_id(sb(member))
-            .with_protocol_type(sb("consumer"))
-            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
-            )
-            .with_name(sb("range"))
-            .with_metadata(Bytes::from_static(b"m"))])
-    };
+    let join = |member: &str| join_request("grp", member);
     let r = call(&b, 5, join("")).await;
     assert_eq!(r.error_code, code::MEMBER_ID_REQUIRED);
     let mid = r.member_id.to_string();
@@ -1919,18 +1923,7 @@ async fn group_generation_members_and_assignment_survive_a_broker_restart() {
             .expect("broker"),
     );
     assert_eq!(create(&b, "gt", 1, &[]).await, 0);
-    let join = |member: &str| {
-        JoinGroupRequest::default()
-            .with_group_id(GroupId(sb("pg")))
-            .with_session_timeout_ms(10_000)
-            .with_rebalance_timeout_ms(10_000)
-            .with_member_id(sb(member))
-            .with_protocol_type(sb("consumer"))
-            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
-            )
-            .with_name(sb("range"))
-            .with_metadata(Bytes::from_static(b"m"))])
-    };
+    let join = |member: &str| join_request("pg", member);
     let sync = |gen: i32, mid: &str| {
         SyncGroupRequest::default()
             .with_group_id(GroupId(sb("pg")))
