@@ -5,20 +5,26 @@
 //! ```text
 //! kafka_bench produce --bootstrap 127.0.0.1:9092 [--size 1024] [--records 200000]
 //!     [--partitions 3] [--linger-ms 5] [--rate RECORDS_PER_S] [--topic-config K=V]…
-//!     [--producer-config K=V]… [--label L]
+//!     [--producer-config K=V]… [--producers 1] [--label L]
 //! kafka_bench e2e --bootstrap 127.0.0.1:9092 [--records 2000] [--topic-config K=V]… [--label L]
 //! kafka_bench raw-append --dir DIR --total-bytes N [--chunk-bytes 1048576] [--overlap] [--label L]
 //! kafka_bench raw-tcp --total-bytes N [--chunk-bytes 65536] [--label L]
 //! kafka_bench null-sink --listen 127.0.0.1:9093
+//! kafka_bench wire --bootstrap 127.0.0.1:9092 [--size 1024] [--records 200000] [--partitions 3]
+//!     [--batch-records 1000] [--connections 1] [--inflight 5] [--topic-config K=V]… [--label L]
 //! kafka_bench --bootstrap 127.0.0.1:9092 [--sizes 100,1024] [--records 200000] …
 //!     (a suite: `produce` for each size, then `e2e`)
 //! ```
 //!
-//! * `produce`: one librdkafka producer at acks=all sends `--records` records of `--size` bytes
+//! * `produce`: `--producers` librdkafka producers (default 1; threads of this process, each
+//!   with its own client, sharing the records) at acks=all send `--records` records of `--size` bytes
 //!   (4-byte keys) to a new topic, as fast as it accepts them or paced to `--rate`; reports
 //!   records/s and MB/s (payload, 1e6 bytes) from the first send to the last ack, and the ack
 //!   latency p50/p99/p99.9 (send call → delivery report, so librdkafka's linger and queueing are
 //!   in it, as a user sees it). A progress line goes to stderr every second.
+//! * `wire`: NOT librdkafka: a lean wire-level producer that resends one prebuilt, valid
+//!   record batch (CRC-32C, no idempotence) in Produce v9 requests, several in flight per
+//!   connection, so the broker's own ceiling shows apart from the client's (see [`wire`]).
 //! * `e2e`: a producer (linger 0, acks=all) sends one record per ms carrying its send time; a
 //!   consumer on the same partition reports send → receive latency.
 //! * `raw-append`: the disk baseline: `--total-bytes` appended to a fresh file in `--chunk-bytes`
@@ -38,7 +44,7 @@
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -53,6 +59,20 @@ use rdkafka::{Offset, TopicPartitionList};
 
 /// Most records one run may hold latencies for (4 bytes each).
 const RECORDS_MAX: usize = 50_000_000;
+/// Most producers (`--producers`) or wire connections (`--connections`) in one run.
+const PRODUCERS_MAX: usize = 64;
+
+/// The time origin of delivery opaques: a record's opaque is its send time in ns since this
+/// instant, so timing a record allocates nothing (a `Box<Instant>` per record did).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since [`epoch`] (a usize holds 584 years of them on 64-bit targets).
+fn now_ns() -> usize {
+    epoch().elapsed().as_nanos() as usize
+}
 
 #[derive(Clone)]
 struct Args {
@@ -72,6 +92,10 @@ struct Args {
     chunk_bytes: Option<usize>,
     listen: Option<String>,
     overlap: bool,
+    producers: usize,
+    connections: usize,
+    inflight: usize,
+    batch_records: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -97,6 +121,10 @@ fn args() -> anyhow::Result<Args> {
         chunk_bytes: None,
         listen: None,
         overlap: false,
+        producers: 1,
+        connections: 1,
+        inflight: 5,
+        batch_records: 1000,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -129,6 +157,10 @@ fn args() -> anyhow::Result<Args> {
             "--chunk-bytes" => a.chunk_bytes = Some(val()?.parse()?),
             "--listen" => a.listen = Some(val()?),
             "--overlap" => a.overlap = true,
+            "--producers" => a.producers = val()?.parse()?,
+            "--connections" => a.connections = val()?.parse()?,
+            "--inflight" => a.inflight = val()?.parse()?,
+            "--batch-records" => a.batch_records = val()?.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -140,6 +172,16 @@ fn args() -> anyhow::Result<Args> {
     }
     if a.sizes.is_empty() || a.sizes.contains(&0) {
         bail!("--size must be positive");
+    }
+    if !(1..=PRODUCERS_MAX).contains(&a.producers) || !(1..=PRODUCERS_MAX).contains(&a.connections)
+    {
+        bail!("--producers and --connections must be in 1..={PRODUCERS_MAX}");
+    }
+    if !(1..=wire::INFLIGHT_MAX).contains(&a.inflight) {
+        bail!("--inflight must be in 1..={}", wire::INFLIGHT_MAX);
+    }
+    if !(1..=wire::BATCH_RECORDS_MAX).contains(&a.batch_records) {
+        bail!("--batch-records must be in 1..={}", wire::BATCH_RECORDS_MAX);
     }
     Ok(a)
 }
@@ -170,11 +212,11 @@ struct Acks {
 struct Ctx(Arc<Acks>);
 impl ClientContext for Ctx {}
 impl ProducerContext for Ctx {
-    type DeliveryOpaque = Box<Instant>;
-    fn delivery(&self, r: &DeliveryResult<'_>, sent: Box<Instant>) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, r: &DeliveryResult<'_>, sent_ns: usize) {
         match r {
             Ok(_) => {
-                let us = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                let us = (now_ns().saturating_sub(sent_ns) / 1000).min(u32::MAX as usize) as u32;
                 if let Ok(mut l) = self.0.latencies_us.lock() {
                     l.push(us);
                 }
@@ -254,7 +296,10 @@ fn progress(
     })
 }
 
-/// One producer run: (records/s, MB/s, [p50, p99, p99.9] ack latency in ms).
+/// One producer run with `--producers` librdkafka producers (threads of this process, each
+/// with its own client and connection, each sending its share of `records` and pacing at its
+/// share of `--rate`): (records/s, MB/s, [p50, p99, p99.9] ack latency in ms), from the common
+/// start to the last ack, latencies of every producer merged.
 async fn produce(
     a: &Args,
     size: usize,
@@ -276,58 +321,96 @@ async fn produce(
     for (k, v) in &a.producer_configs {
         cfg.set(k, v);
     }
-    let p: ThreadedProducer<Ctx> = cfg.create_with_context(Ctx(acks.clone()))?;
-    // Warm up the connection and the topic's metadata so the timed run starts on a ready client.
-    p.send(
-        BaseRecord::with_opaque_to(&topic, Box::new(Instant::now()))
-            .key(&b"warm"[..])
-            .payload(&b"up"[..]),
-    )
-    .map_err(|(e, _)| e)?;
-    p.flush(Duration::from_secs(30))?;
+    let n = a.producers;
+    // Two rendezvous: every producer warmed up (then the counters are reset), and the start.
+    let warmed = Arc::new(Barrier::new(n + 1));
+    let start = Arc::new(Barrier::new(n + 1));
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let payload: Arc<[u8]> = vec![b'x'; size].into();
+    let mut workers = Vec::with_capacity(n);
+    for w in 0..n {
+        let p: ThreadedProducer<Ctx> = cfg.create_with_context(Ctx(acks.clone()))?;
+        let share = records / n + usize::from(w < records % n);
+        let rate = a.rate.map(|r| r / n as f64);
+        let (topic, payload, sent, stop) =
+            (topic.clone(), payload.clone(), sent.clone(), stop.clone());
+        let (warmed, start) = (warmed.clone(), start.clone());
+        workers.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            // Warm up the connection and the topic's metadata so the timed run starts on a
+            // ready client.
+            let warm = p
+                .send(
+                    BaseRecord::with_opaque_to(&topic, now_ns())
+                        .key(&b"warm"[..])
+                        .payload(&b"up"[..]),
+                )
+                .map_err(|(e, _)| anyhow::Error::from(e))
+                .and_then(|()| Ok(p.flush(Duration::from_secs(30))?));
+            warmed.wait();
+            start.wait();
+            warm?;
+            let t0 = Instant::now();
+            for i in 0..share {
+                if let Some(rate) = rate {
+                    let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                }
+                if stop.load(Ordering::Relaxed) {
+                    bail!("stopped: another producer failed");
+                }
+                let key = ((i * n + w) as u32).to_be_bytes();
+                let mut rec = BaseRecord::with_opaque_to(&topic, now_ns())
+                    .key(&key[..])
+                    .payload(&payload[..]);
+                loop {
+                    match p.send(rec) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                            rec = r;
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                        Err((e, _)) => {
+                            stop.store(true, Ordering::Relaxed);
+                            bail!("send: {e}")
+                        }
+                    }
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            p.flush(Duration::from_secs(300))?;
+            Ok(())
+        }));
+    }
+    warmed.wait();
     acks.acked.store(0, Ordering::Relaxed);
     if let Ok(mut l) = acks.latencies_us.lock() {
         l.clear();
     }
-
-    let payload = vec![b'x'; size];
-    let sent = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let label = a.label.clone().unwrap_or_else(|| format!("{size} B"));
+    start.wait();
     let t0 = Instant::now();
     let shower = progress(label, t0, sent.clone(), acks.clone(), stop.clone());
-    for i in 0..records {
-        if let Some(rate) = a.rate {
-            let due = t0 + Duration::from_secs_f64(i as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
+    let mut first_err = None;
+    for w in workers {
+        let r = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("producer thread panicked"))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            stop.store(true, Ordering::Relaxed);
+            first_err.get_or_insert(e);
         }
-        let key = (i as u32).to_be_bytes();
-        let mut rec = BaseRecord::with_opaque_to(&topic, Box::new(Instant::now()))
-            .key(&key[..])
-            .payload(&payload[..]);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err((e, _)) => {
-                    stop.store(true, Ordering::Relaxed);
-                    bail!("send: {e}")
-                }
-            }
-        }
-        sent.fetch_add(1, Ordering::Relaxed);
     }
-    let flushed = p.flush(Duration::from_secs(300));
     let secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let _ = shower.join();
-    flushed?;
+    if let Some(e) = first_err {
+        return Err(e);
+    }
     let failed = acks.failed.load(Ordering::Relaxed);
     if failed > 0 {
         let first = acks.first_error.lock().ok().and_then(|f| f.clone());
@@ -338,6 +421,9 @@ async fn produce(
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
+    if l.len() != records {
+        bail!("{} acks for {records} records", l.len());
+    }
     l.sort_unstable();
     let n = l.len() as f64;
     Ok((
@@ -370,11 +456,7 @@ async fn end_to_end(a: &Args, n: usize, run: &str) -> anyhow::Result<[f64; 3]> {
         for i in 0..n {
             let ns = (t0.elapsed().as_nanos() as u64).to_be_bytes();
             let _ = p.send(
-                BaseRecord::<[u8], [u8], Box<Instant>>::with_opaque_to(
-                    &topic,
-                    Box::new(Instant::now()),
-                )
-                .payload(&ns[..]),
+                BaseRecord::<[u8], [u8], usize>::with_opaque_to(&topic, now_ns()).payload(&ns[..]),
             );
             if i % 1000 == 999 {
                 eprint!("\r  e2e: sent {}   ", i + 1);
@@ -606,11 +688,30 @@ async fn main() -> anyhow::Result<()> {
                 result_line("e2e", None, None, Some(l));
             }
         }
+        "wire" => {
+            let size = a.sizes[0];
+            let records = a.records.unwrap_or(200_000);
+            let topic = format!("bench-wire-{size}-{run}");
+            create_topic(&a.bootstrap, &topic, a.partitions, &a.topic_configs).await?;
+            let o = wire::Opts {
+                bootstrap: a.bootstrap.clone(),
+                topic,
+                partitions: a.partitions,
+                size,
+                records,
+                batch_records: a.batch_records,
+                connections: a.connections,
+                inflight: a.inflight,
+            };
+            let (rps, mbps, l) = tokio::task::spawn_blocking(move || wire::run(&o)).await??;
+            let label = a.label.clone().unwrap_or_else(|| format!("wire-{size}"));
+            result_line(&label, Some(rps), Some(mbps), Some(l));
+        }
         "null-sink" => {
             let listen = a.listen.as_deref().unwrap_or("127.0.0.1:9093");
             null_sink::run(listen)?;
         }
-        other => bail!("unknown mode {other} (produce, e2e, raw-append, raw-tcp, null-sink)"),
+        other => bail!("unknown mode {other} (produce, wire, e2e, raw-append, raw-tcp, null-sink)"),
     }
     Ok(())
 }
@@ -846,5 +947,251 @@ mod null_sink {
         let n = (out.len() - 4) as i32;
         out[..4].copy_from_slice(&n.to_be_bytes());
         Ok(out)
+    }
+}
+
+/// The `wire` mode: a lean producer that is not librdkafka, to show the broker's own ceiling
+/// apart from the client's. It writes prebuilt Produce v9 requests (acks=all, one magic-2
+/// record batch of `--batch-records` records of `--size` bytes, uncompressed, valid CRC-32C,
+/// no idempotence: producer id −1) over `--connections` TCP connections, keeping up to
+/// `--inflight` requests outstanding on each, and checks every response's error codes. The
+/// same batch bytes are sent again and again (the broker assigns the offsets), so the client
+/// spends almost no CPU per record. Latency is per request (write → its response).
+mod wire {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::mpsc::sync_channel;
+    use std::time::Instant;
+
+    use anyhow::{bail, Context};
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    /// Most requests outstanding per connection.
+    pub const INFLIGHT_MAX: usize = 64;
+    /// Most records in one prebuilt batch.
+    pub const BATCH_RECORDS_MAX: usize = 1 << 20;
+    /// Produce version sent (flexible, topic by name; every broker of interest serves it).
+    const VERSION: i16 = 9;
+    /// Largest response frame accepted.
+    const RESPONSE_BYTES_MAX: usize = 1 << 20;
+    /// Offsets in a magic-2 batch: the CRC-32C, and the base sequence.
+    const CRC_AT: usize = 17;
+    const BASE_SEQUENCE_AT: usize = 53;
+    /// Where the correlation id sits in a request frame: size (4), api key (2), version (2).
+    const CORRELATION_AT: usize = 8;
+
+    pub struct Opts {
+        pub bootstrap: String,
+        pub topic: String,
+        pub partitions: i32,
+        pub size: usize,
+        pub records: usize,
+        pub batch_records: usize,
+        pub connections: usize,
+        pub inflight: usize,
+    }
+
+    /// One length-prefixed Produce request frame for `partition` carrying `batch`.
+    fn request(topic: &str, partition: i32, batch: &Bytes) -> anyhow::Result<Vec<u8>> {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch.clone()))])]);
+        let mut out = BytesMut::new();
+        out.extend_from_slice(&[0; 4]);
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(VERSION)
+            .with_client_id(Some(StrBytes::from_static_str("kafka-bench-wire")))
+            .encode(&mut out, ApiKey::Produce.request_header_version(VERSION))?;
+        req.encode(&mut out, VERSION)?;
+        let n = i32::try_from(out.len() - 4)?;
+        out[..4].copy_from_slice(&n.to_be_bytes());
+        Ok(out.to_vec())
+    }
+
+    /// One batch of `n` records of `size` bytes (4-byte keys), as librdkafka would send it
+    /// without idempotence and compression.
+    fn batch(n: usize, size: usize) -> anyhow::Result<Bytes> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        let value = Bytes::from(vec![b'x'; size]);
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // The encoder starts a new batch wherever offset − sequence changes, so the
+                // sequence must count along; the base sequence is set back to −1 below.
+                sequence: i as i32,
+                timestamp: now_ms,
+                key: Some(Bytes::copy_from_slice(&(i as u32).to_be_bytes())),
+                value: Some(value.clone()),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )?;
+        // Exactly one batch, as a producer without idempotence sends it: base sequence −1,
+        // and the CRC-32C (over attributes onwards) recomputed after that change.
+        let whole = buf.len() >= BASE_SEQUENCE_AT + 8
+            && i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize + 12 == buf.len();
+        if !whole {
+            bail!("the encoder did not write exactly one batch");
+        }
+        buf[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        let crc = crc32c::crc32c(&buf[CRC_AT + 4..]);
+        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        Ok(buf.freeze())
+    }
+
+    /// Sends the requests of one connection (`requests` of them, partitions in turn starting
+    /// at `first`) and reads their responses; returns the request latencies in µs.
+    fn connection(
+        o: &Opts,
+        frames: &[Vec<u8>],
+        first: usize,
+        requests: usize,
+    ) -> anyhow::Result<Vec<u32>> {
+        let s =
+            TcpStream::connect(&o.bootstrap).with_context(|| format!("connect {}", o.bootstrap))?;
+        s.set_nodelay(true)?;
+        let mut w = s.try_clone()?;
+        let mut frames: Vec<Vec<u8>> = frames.to_vec();
+        // The writer blocks once `inflight` requests are unanswered.
+        let (tx, rx) = sync_channel::<(i32, Instant)>(o.inflight);
+        let writer = std::thread::spawn(move || -> anyhow::Result<()> {
+            for j in 0..requests {
+                let k = (first + j) % frames.len();
+                let corr = j as i32;
+                frames[k][CORRELATION_AT..CORRELATION_AT + 4].copy_from_slice(&corr.to_be_bytes());
+                if tx.send((corr, Instant::now())).is_err() {
+                    return Ok(()); // the reader stopped; it reports why
+                }
+                w.write_all(&frames[k])?;
+            }
+            Ok(())
+        });
+        let mut r = std::io::BufReader::with_capacity(64 * 1024, s);
+        let mut lat_us = Vec::with_capacity(requests);
+        let mut body = Vec::new();
+        let res = (|| -> anyhow::Result<()> {
+            for _ in 0..requests {
+                let mut len = [0u8; 4];
+                r.read_exact(&mut len)?;
+                let n = usize::try_from(i32::from_be_bytes(len)).context("negative frame")?;
+                if n > RESPONSE_BYTES_MAX {
+                    bail!("response of {n} bytes");
+                }
+                body.resize(n, 0);
+                r.read_exact(&mut body)?;
+                let (corr, sent) = rx.recv().context("writer ended early")?;
+                lat_us.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                let mut b = Bytes::copy_from_slice(&body);
+                let h = ResponseHeader::decode(
+                    &mut b,
+                    ApiKey::Produce.response_header_version(VERSION),
+                )?;
+                if h.correlation_id != corr {
+                    bail!("response for {} where {corr} was due", h.correlation_id);
+                }
+                let resp = ProduceResponse::decode(&mut b, VERSION)?;
+                for t in &resp.responses {
+                    for p in &t.partition_responses {
+                        if p.error_code != 0 {
+                            bail!(
+                                "partition {} answered error {} ({:?})",
+                                p.index,
+                                p.error_code,
+                                p.error_message
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })();
+        drop(rx);
+        let wrote = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))?;
+        res?;
+        wrote?;
+        Ok(lat_us)
+    }
+
+    /// Runs the whole load: (records/s, MB/s of payload, [p50, p99, p99.9] request latency ms).
+    pub fn run(o: &Opts) -> anyhow::Result<(f64, f64, [f64; 3])> {
+        if o.partitions < 1 {
+            bail!("--partitions must be positive");
+        }
+        let b = batch(o.batch_records, o.size)?;
+        let frames = (0..o.partitions)
+            .map(|p| request(&o.topic, p, &b))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let requests = o.records.div_ceil(o.batch_records);
+        eprintln!(
+            "wire: {requests} requests of {} B ({} records, batch {} B) over {} connections, {} in flight each",
+            frames[0].len(),
+            o.batch_records,
+            b.len(),
+            o.connections,
+            o.inflight
+        );
+        let t0 = Instant::now();
+        let lat = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..o.connections)
+                .map(|c| {
+                    let share =
+                        requests / o.connections + usize::from(c < requests % o.connections);
+                    let frames = &frames;
+                    sc.spawn(move || connection(o, frames, c, share))
+                })
+                .collect();
+            let mut all = Vec::with_capacity(requests);
+            for h in handles {
+                all.extend(
+                    h.join()
+                        .map_err(|_| anyhow::anyhow!("connection panicked"))??,
+                );
+            }
+            anyhow::Ok(all)
+        })?;
+        let secs = t0.elapsed().as_secs_f64();
+        let mut lat = lat;
+        lat.sort_unstable();
+        let records = (requests * o.batch_records) as f64;
+        Ok((
+            records / secs,
+            records * o.size as f64 / secs / 1e6,
+            [
+                super::pct(&lat, 0.5),
+                super::pct(&lat, 0.99),
+                super::pct(&lat, 0.999),
+            ],
+        ))
     }
 }

@@ -5,6 +5,8 @@
 # (a fresh server per row; 1 KiB records, linger.ms 5, 3 partitions) and prints the log's
 # fsync count after each durable row.
 #   OLD=/path/to/old/squall examples/kafka-bench/ab.sh     # NEW defaults to $T/release/squall
+#   CLIENT=wire OLD=… examples/kafka-bench/ab.sh   # the same rounds with `kafka_bench wire` (NOT
+#                                                   # librdkafka: the broker's own ceiling)
 # Needs the release kafka_bench (run.sh builds it) and curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -38,24 +40,32 @@ start() {
 }
 stop() { kill "$SP"; wait "$SP" 2>/dev/null || true; SP=""; rm -rf "$W/d"; }
 fsyncs() { curl -fs "http://127.0.0.1:$HPORT/metrics" | awk '$1=="squall_log_fsyncs"{print $2}'; }
-P=(--partitions 3 --linger-ms 5 --size 1024 --records "$RECORDS")
+CLIENT="${CLIENT:-rdkafka}"
+if [ "$CLIENT" = wire ]; then
+    MODE=wire
+    P=(--partitions 3 --size 1024 --records "$RECORDS")
+else
+    MODE=produce
+    P=(--partitions 3 --linger-ms 5 --size 1024 --records "$RECORDS")
+fi
+echo "client $CLIENT"
 for r in $(seq 1 "$ROUNDS"); do
     echo "round $r load $(cut -d' ' -f1-3 /proc/loadavg)"
-    "$KB" produce --bootstrap "127.0.0.1:$SPORT" "${P[@]}" --label null-sink 2>/dev/null | grep ^result
+    "$KB" "$MODE" --bootstrap "127.0.0.1:$SPORT" "${P[@]}" --label null-sink 2>/dev/null | grep ^result
     start "$NEW"
-    "$KB" produce --bootstrap "127.0.0.1:$KPORT" "${P[@]}" --topic-config squall.durable=false \
+    "$KB" "$MODE" --bootstrap "127.0.0.1:$KPORT" "${P[@]}" --topic-config squall.durable=false \
         --label new-volatile 2>/dev/null | grep ^result
     stop
     start "$NEW"
-    "$KB" produce --bootstrap "127.0.0.1:$KPORT" "${P[@]}" --label new-durable 2>/dev/null | grep ^result
+    "$KB" "$MODE" --bootstrap "127.0.0.1:$KPORT" "${P[@]}" --label new-durable 2>/dev/null | grep ^result
     echo "fsyncs $(fsyncs)"
     stop
     start "$OLD"
-    "$KB" produce --bootstrap "127.0.0.1:$KPORT" "${P[@]}" --label old-durable 2>/dev/null | grep ^result
+    "$KB" "$MODE" --bootstrap "127.0.0.1:$KPORT" "${P[@]}" --label old-durable 2>/dev/null | grep ^result
     echo "fsyncs $(fsyncs)"
     stop
     start "$OLD"
-    "$KB" produce --bootstrap "127.0.0.1:$KPORT" "${P[@]}" --topic-config squall.durable=false \
+    "$KB" "$MODE" --bootstrap "127.0.0.1:$KPORT" "${P[@]}" --topic-config squall.durable=false \
         --label old-volatile 2>/dev/null | grep ^result
     stop
 done

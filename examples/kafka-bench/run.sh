@@ -14,6 +14,12 @@
 #   null sink  the same librdkafka producer against `kafka_bench null-sink`, a broker that
 #              acknowledges and discards: what this client can reach on this machine at all
 #   e2e        produce → consume latency on a durable pool, one record per ms
+#   -p2        the same with 2 librdkafka producers in one bench process (aggregate MB/s, merged
+#              latencies): whether the broker takes more than one producer gives
+#   wire-*     NOT librdkafka: `kafka_bench wire`, a lean wire-level producer resending one
+#              prebuilt valid 1000-record batch per Produce request, 5 requests in flight: the
+#              broker's own ceiling, apart from the client's (against squall durable and
+#              volatile and the null sink); latency there is per request, not per record
 # and prints one table with the ratios and goals. Raw outputs go to $OUT.
 #
 # Needs: nats-server (apt-get install nats-server), curl, /usr/bin/time (package time). Run from anywhere:
@@ -118,6 +124,15 @@ FSYNCS=$((F1 - F0))
 PER_FSYNC=$(( FSYNCS > 0 ? (L1 - L0) / FSYNCS : 1048576 ))
 echo "   group commit: $FSYNCS fsyncs, $((L1 - L0)) log bytes, $PER_FSYNC bytes per fsync" >&2
 
+echo "== squall durable 1 KiB, peak, 2 librdkafka producers" >&2
+run "$KB" produce "${COMMON[@]}" --size 1024 --records "$RECORDS" --producers 2 --label squall-durable-1k-p2
+echo "== squall durable 1 KiB, wire-level producer (not librdkafka), 5 requests in flight" >&2
+read -r F0 L0 < <(log_counters)
+run "$KB" wire --bootstrap "$B" --partitions "$PARTITIONS" --size 1024 --records "$RECORDS" --label wire-durable-1k
+read -r F1 L1 < <(log_counters)
+PER_FSYNC_WIRE=$(( (F1 - F0) > 0 ? (L1 - L0) / (F1 - F0) : 0 ))
+echo "   group commit: $((F1 - F0)) fsyncs, $PER_FSYNC_WIRE bytes per fsync" >&2
+
 echo "== disk: raw append + fdatasync at the broker's $PER_FSYNC bytes per sync" >&2
 run "$KB" raw-append --dir "$DATA" --total-bytes "$BYTES" --chunk-bytes "$PER_FSYNC" --label disk-gc
 echo "== disk: raw append of 1 MiB chunks while fdatasync runs alongside (overlapped group commit)" >&2
@@ -150,6 +165,10 @@ run "$KB" produce --bootstrap "$B" --partitions "$PARTITIONS" --linger-ms 1 --si
 echo "== squall volatile 1 KiB, peak" >&2
 run "$KB" produce "${COMMON[@]}" --size 1024 --records "$RECORDS" \
     --topic-config squall.durable=false --label squall-volatile-1k
+run "$KB" produce "${COMMON[@]}" --size 1024 --records "$RECORDS" --producers 2 \
+    --topic-config squall.durable=false --label squall-volatile-1k-p2
+run "$KB" wire --bootstrap "$B" --partitions "$PARTITIONS" --size 1024 --records "$RECORDS" \
+    --topic-config squall.durable=false --label wire-volatile-1k
 echo "== loopback TCP, same bytes" >&2
 run "$KB" raw-tcp --total-bytes "$BYTES" --label tcp
 echo "== the same producer against a null sink (acknowledges, discards)" >&2
@@ -157,6 +176,8 @@ echo "== the same producer against a null sink (acknowledges, discards)" >&2
 SINK_PID=$!
 wait_port "$SPORT"
 run "$KB" produce --bootstrap "127.0.0.1:$SPORT" --partitions "$PARTITIONS" --linger-ms "$LINGER_MS" --size 1024 --records "$RECORDS" --label null-sink-1k
+run "$KB" produce --bootstrap "127.0.0.1:$SPORT" --partitions "$PARTITIONS" --linger-ms "$LINGER_MS" --size 1024 --records "$RECORDS" --producers 2 --label null-sink-1k-p2
+run "$KB" wire --bootstrap "127.0.0.1:$SPORT" --partitions "$PARTITIONS" --size 1024 --records "$RECORDS" --label wire-null-sink-1k
 kill "$SINK_PID"
 wait "$SINK_PID" 2>/dev/null || true
 SINK_PID=""
@@ -201,7 +222,8 @@ cat <<EOF
 
 Kafka face benchmark · $(date -u +%FT%TZ) · $(nproc) cores · load average before $LOAD_BEFORE, after $LOAD_AFTER
 librdkafka acks=all, $PARTITIONS partitions, linger.ms $LINGER_MS, $RECORDS × 1 KiB ($SMALL_RECORDS × 100 B) per run; MB = 1e6 B of payload
-group commit during the durable 1 KiB run: $FSYNCS fsyncs, $PER_FSYNC log bytes per fsync ($PER_FSYNC_4M with 4 MB requests)
+group commit during the durable 1 KiB run: $FSYNCS fsyncs, $PER_FSYNC log bytes per fsync ($PER_FSYNC_4M with 4 MB requests, $PER_FSYNC_WIRE with the wire-level producer)
+rows wire-*: NOT librdkafka (kafka_bench wire: prebuilt 1000-record batches, 5 requests in flight; latency per request) — the broker's ceiling, not a client's result
 
 | run | records/s | MB/s | ack p50 ms | ack p99 ms | ack p99.9 ms | client CPU s | server CPU s |
 |---|---|---|---|---|---|---|---|
@@ -219,9 +241,15 @@ goal() { # name ratio threshold
 goal "durable 1 KiB ≥ 0.5 × disk append (same bytes per fsync)" "$D1K / $(field disk-gc 3) MB/s" "$(ratio "$D1K" "$(field disk-gc 3)")" 0.5
 goal "durable 1 KiB vs disk append at 1 MiB per fsync (for reference)" "$D1K / $(field disk-1m 3) MB/s" "$(ratio "$D1K" "$(field disk-1m 3)")" 0.5
 goal "durable 1 KiB vs disk append with overlapped fdatasync (for reference)" "$D1K / $(field disk-overlap 3) MB/s" "$(ratio "$D1K" "$(field disk-overlap 3)")" 0.5
+goal "durable 1 KiB, 2 librdkafka producers ≥ 0.5 × disk append (same bytes per fsync as the 1-producer run)" "$(field squall-durable-1k-p2 3) / $(field disk-gc 3) MB/s" "$(ratio "$(field squall-durable-1k-p2 3)" "$(field disk-gc 3)")" 0.5
+goal "durable 1 KiB, wire-level producer (NOT librdkafka) vs disk append (the broker's ceiling)" "$(field wire-durable-1k 3) / $(field disk-gc 3) MB/s" "$(ratio "$(field wire-durable-1k 3)" "$(field disk-gc 3)")" 0.5
 goal "durable 1 KiB ≥ 1.5 × NATS JetStream" "$D1K / $(field nats-1k 3) MB/s" "$(ratio "$D1K" "$(field nats-1k 3)")" 1.5
 goal "volatile 1 KiB ≥ 0.35 × loopback TCP" "$(field squall-volatile-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field squall-volatile-1k 3)" "$(field tcp 3)")" 0.35
+goal "volatile 1 KiB, 2 librdkafka producers ≥ 0.35 × loopback TCP" "$(field squall-volatile-1k-p2 3) / $(field tcp 3) MB/s" "$(ratio "$(field squall-volatile-1k-p2 3)" "$(field tcp 3)")" 0.35
+goal "volatile 1 KiB, wire-level producer (NOT librdkafka) vs loopback TCP (the broker's ceiling)" "$(field wire-volatile-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field wire-volatile-1k 3)" "$(field tcp 3)")" 0.35
+goal "the wire-level producer against the null sink vs loopback TCP (that client's ceiling)" "$(field wire-null-sink-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field wire-null-sink-1k 3)" "$(field tcp 3)")" 0.35
 goal "the client's own ceiling: null sink vs loopback TCP (for reference)" "$(field null-sink-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field null-sink-1k 3)" "$(field tcp 3)")" 0.35
+goal "2 librdkafka producers' ceiling: null sink vs loopback TCP (for reference)" "$(field null-sink-1k-p2 3) / $(field tcp 3) MB/s" "$(ratio "$(field null-sink-1k-p2 3)" "$(field tcp 3)")" 0.35
 goal "volatile 1 KiB vs the same client against a null sink (for reference)" "$(field squall-volatile-1k 3) / $(field null-sink-1k 3) MB/s" "$(ratio "$(field squall-volatile-1k 3)" "$(field null-sink-1k 3)")" 0.35
 goal "durable 1 KiB vs the same client against a null sink (for reference)" "$D1K / $(field null-sink-1k 3) MB/s" "$(ratio "$D1K" "$(field null-sink-1k 3)")" 0.5
 P99="$(field squall-durable-1k-half 5)"
