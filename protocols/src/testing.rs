@@ -11,8 +11,9 @@
 //! history then go live with no gap and no duplicate (a slow watcher gets `Lagged`).
 //!
 //! Time is the wall clock (µs, strictly increasing per put); the stable frontier is "now"
-//! minus [`MemNode::frontier_lag_us`]. Switches for error paths: [`MemNode::frontier_lag_us`]
-//! and [`MemNode::disk_full`].
+//! minus [`MemNode::frontier_lag_us`]. Switches for error paths: [`MemNode::frontier_lag_us`],
+//! [`MemNode::disk_full`] (a write refused before it is applied) and [`MemNode::fsync_fails`]
+//! (a write applied but lost because its fsync failed).
 //!
 //! As in the store (and Kafka), compaction leaves gaps but never moves a key's log start (only
 //! truncation and retention do). Where it differs from the store: `bounds` of a key never
@@ -67,6 +68,12 @@ pub struct MemNode {
     pub frontier_lag_us: AtomicU64,
     /// Puts fail as on a full disk (`NodeError::Storage`, nothing stored), to test error paths.
     pub disk_full: AtomicBool,
+    /// Writes fail as on a failed fsync whose data did not survive: [`Node::put_applied`]
+    /// returns the version the write would have had, stores nothing, and its [`Durable`]
+    /// resolves with `NodeError::Storage`; [`Node::put`] and [`Node::flushed`] fail too. A
+    /// write made while this is set is lost, as a node restarted from its synced log would
+    /// have lost it; once cleared, the node accepts writes again.
+    pub fsync_fails: AtomicBool,
     /// While `true`, writes through [`Node::put_applied`] are applied but their [`Durable`]
     /// does not resolve (an fsync that takes as long as the test wants); see
     /// [`MemNode::hold_durable`].
@@ -93,6 +100,7 @@ impl MemNode {
             tx: broadcast::channel(WATCH_BUFFER_MAX).0,
             frontier_lag_us: AtomicU64::new(0),
             disk_full: AtomicBool::new(false),
+            fsync_fails: AtomicBool::new(false),
             durable_held: watch::channel(false).0,
         }
     }
@@ -106,15 +114,50 @@ impl MemNode {
 
     fn durable_gate(&self) -> Durable {
         let mut rx = self.durable_held.subscribe();
+        let fails = self.fsync_fails.load(Ordering::SeqCst);
         Box::pin(async move {
             while *rx.borrow_and_update() {
                 if rx.changed().await.is_err() {
                     break;
                 }
             }
+            if fails {
+                return Err(fsync_error());
+            }
             Ok(())
         })
     }
+
+    /// The version a put of `span` to `pool`/`key` would get now (for a write that is lost).
+    fn would_get(&self, pool: &str, key: &str, span: u32) -> Result<Version, NodeError> {
+        self.with(|i| {
+            if !i.pools.contains_key(pool) {
+                return Err(NodeError::NoSuchPool(pool.into()));
+            }
+            if span == 0 {
+                return Err(NodeError::Invalid("span must be ≥ 1".into()));
+            }
+            let next = i
+                .keys
+                .get(&(pool.to_string(), key.to_string()))
+                .map_or(0, |l| l.next);
+            Ok(Version {
+                key_version: next,
+                span,
+                shard_seq: i.seq + 1,
+                time: Hlc {
+                    physical_us: now_us().max(i.last_us + 1),
+                    logical: 0,
+                },
+                sensor_time_us: None,
+                late: false,
+            })
+        })
+    }
+}
+
+fn fsync_error() -> NodeError {
+    NodeError::Storage("fsync of log/00000000.seg failed: Input/output error (os error 5)".into())
 }
 
 /// A watch on the in-memory node: the replayed history, then live updates.
@@ -238,6 +281,10 @@ impl Node for MemNode {
     type Watch = MemWatch;
 
     async fn put_applied(&self, req: PutRequest) -> Result<(Version, Durable), NodeError> {
+        if self.fsync_fails.load(Ordering::SeqCst) && !self.disk_full.load(Ordering::SeqCst) {
+            let v = self.would_get(&req.pool, &req.key, req.span)?;
+            return Ok((v, self.durable_gate()));
+        }
         let v = self.put(req).await?;
         Ok((v, self.durable_gate()))
     }
@@ -308,6 +355,9 @@ impl Node for MemNode {
             return Err(NodeError::Storage(
                 "io error on log/00000000.seg: No space left on device (os error 28)".into(),
             ));
+        }
+        if self.fsync_fails.load(Ordering::SeqCst) {
+            return Err(fsync_error());
         }
         self.with(|i| {
             let cfg = i

@@ -108,6 +108,17 @@ impl PartitionProducers {
         }
     }
 
+    /// Forgets every producer and marks the state for a rebuild from the stored batches:
+    /// called when a write of this partition failed to become durable, because the state
+    /// recorded that write (and maybe later ones) as done when it was applied. The rebuild,
+    /// once everything applied is flushed, sees only what was made durable, so a producer's
+    /// retry of the lost batch is appended (once), not answered as a duplicate of data that
+    /// is gone.
+    pub fn forget(&mut self) {
+        self.producers.clear();
+        self.loaded = false;
+    }
+
     /// Records a written batch.
     pub fn record(&mut self, b: &BatchInfo, base_offset: i64) {
         self.record_fields(
@@ -146,6 +157,9 @@ struct PartitionResult {
     log_append_time_ms: i64,
     log_start_offset: i64,
     durable: Vec<Durable>,
+    /// The partition's idempotent-producer state, when an idempotent batch was applied: it is
+    /// forgotten (rebuilt later from what is durable) if a wait in `durable` fails.
+    producers: Option<Arc<tokio::sync::Mutex<PartitionProducers>>>,
 }
 
 impl PartitionResult {
@@ -157,6 +171,7 @@ impl PartitionResult {
             log_append_time_ms: -1,
             log_start_offset: -1,
             durable: Vec::new(),
+            producers: None,
         }
     }
 }
@@ -318,6 +333,11 @@ impl<N: Node> KafkaBroker<N> {
                 futures_util::future::join_all(done.into_iter().map(|(index, mut r)| async move {
                     for d in std::mem::take(&mut r.durable) {
                         if let Err(e) = d.await {
+                            // Before the producer hears of the failure (and retries), so its
+                            // retry is checked against what is actually stored.
+                            if let Some(p) = r.producers.take() {
+                                p.lock().await.forget();
+                            }
                             r = PartitionResult::err(code::KAFKA_STORAGE_ERROR, e.to_string());
                             break;
                         }
@@ -405,6 +425,11 @@ impl<N: Node> KafkaBroker<N> {
         };
         if let Some(g) = guard.as_mut() {
             if !g.loaded {
+                // Wait until everything applied is durable (or known lost), so the rebuild
+                // reads every batch that will survive and no batch that will not.
+                if let Err(e) = self.node.flushed().await {
+                    return PartitionResult::err(code::KAFKA_STORAGE_ERROR, e.to_string());
+                }
                 self.rebuild_producers(topic, &key, g);
             }
         }
@@ -467,6 +492,7 @@ impl<N: Node> KafkaBroker<N> {
             log_append_time_ms: append_ms,
             log_start_offset: log_start,
             durable,
+            producers,
         }
     }
 

@@ -1394,6 +1394,71 @@ async fn storage_failures_become_retriable_errors_not_panics() {
     );
 }
 
+/// Kafka's rule for an idempotent producer whose batch could not be made durable: the
+/// producer gets the retriable KAFKA_STORAGE_ERROR and retries with the same sequence; that
+/// retry must be stored exactly once. Neither success for data that was lost (the broker must
+/// not remember the lost batch as written and answer the retry as a duplicate), nor
+/// DUPLICATE_SEQUENCE_NUMBER / OUT_OF_ORDER_SEQUENCE_NUMBER (the producer would give up), nor a
+/// second copy. Both failure kinds: a write refused before it is applied (full disk) and a
+/// write applied whose fsync failed and whose data did not survive.
+#[tokio::test]
+async fn idempotent_retry_after_a_failed_durable_write_is_stored_exactly_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let node = Arc::new(MemNode::default());
+    let b = KafkaBroker::new(node.clone(), KafkaConfig::default())
+        .await
+        .expect("broker");
+    assert_eq!(create(&b, "dur", 1, &[]).await, 0);
+    let pid = 4242;
+    let batch = |seq: i32, vals: &[(&str, &str)]| records(vals, 1, pid, 0, seq, Compression::None);
+    assert_eq!(
+        produce(&b, "dur", 0, batch(0, &[("k", "a0"), ("k", "a1")])).await,
+        (0, 0)
+    );
+
+    // 1. The fsync fails and the data is lost.
+    node.fsync_fails.store(true, SeqCst);
+    let b2 = batch(2, &[("k", "b2"), ("k", "b3")]);
+    assert_eq!(
+        produce(&b, "dur", 0, b2.clone()).await.0,
+        code::KAFKA_STORAGE_ERROR
+    );
+    // A retry while the disk still fails is refused the same way.
+    assert_eq!(
+        produce(&b, "dur", 0, b2.clone()).await.0,
+        code::KAFKA_STORAGE_ERROR
+    );
+    node.fsync_fails.store(false, SeqCst);
+    // The retry once the disk works: stored now, at the next offset.
+    assert_eq!(produce(&b, "dur", 0, b2.clone()).await, (0, 2));
+    // A further retry of it is a recognised duplicate, not a second copy.
+    assert_eq!(produce(&b, "dur", 0, b2).await, (0, 2));
+
+    // 2. The disk is full: the write is refused before it is applied.
+    node.disk_full.store(true, SeqCst);
+    let b4 = batch(4, &[("k", "c4")]);
+    assert_eq!(
+        produce(&b, "dur", 0, b4.clone()).await.0,
+        code::KAFKA_STORAGE_ERROR
+    );
+    node.disk_full.store(false, SeqCst);
+    assert_eq!(produce(&b, "dur", 0, b4).await, (0, 4));
+    assert_eq!(
+        produce(&b, "dur", 0, batch(5, &[("k", "d5")])).await,
+        (0, 5)
+    );
+
+    // Every record exactly once, in order, at dense offsets.
+    let (err, hwm, got) = fetch(&b, "dur", 0, 0).await;
+    assert_eq!((err, hwm), (0, 6));
+    let want: Vec<(i64, String)> = ["a0", "a1", "b2", "b3", "c4", "d5"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v.to_string()))
+        .collect();
+    assert_eq!(got, want);
+}
+
 mod fuzz_lite {
     //! Random corruption of valid request frames (a proptest stand-in for `cargo fuzz`, run in
     //! CI): the dispatcher must answer or refuse, never panic, and the broker must still serve
