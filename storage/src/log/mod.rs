@@ -39,7 +39,7 @@ pub use record::{Record, RecordBody};
 use crate::error::StorageError;
 use crate::store::DurableCallback;
 use crate::types::VALUE_BYTES_LIMIT;
-use record::{decode_body, decode_header, encode, BODY_BYTES_MIN, HEADER_BYTES};
+use record::{decode_body, decode_header, encode_split, BODY_BYTES_MIN, HEADER_BYTES};
 
 /// Default largest record body (a value at the hard limit plus a compaction key as large,
 /// plus room for names).
@@ -480,18 +480,20 @@ impl Log {
         }
         let lsn = w.next_lsn;
         w.buf.clear();
-        encode(rec, lsn, &mut w.buf);
+        // A large value (a produce request's batch) is written from its own buffer, not
+        // copied into `buf` first: the bytes on disk are the same (see `encode_split`).
+        let split = encode_split(rec, lsn, &mut w.buf);
+        let rec_len = w.buf.len() + split.map_or(0, |(_, v)| v.len());
         let cfg = &self.sh.config;
-        if w.buf.len() - HEADER_BYTES > cfg.record_bytes_max as usize {
+        if rec_len - HEADER_BYTES > cfg.record_bytes_max as usize {
             return Err(StorageError::Invalid(format!(
-                "record of {} bytes over the log's limit",
-                w.buf.len()
+                "record of {rec_len} bytes over the log's limit"
             )));
         }
         let needs_roll = w
             .segs
             .last()
-            .is_some_and(|s| s.len > 0 && s.len + w.buf.len() as u64 > cfg.segment_bytes_max);
+            .is_some_and(|s| s.len > 0 && s.len + rec_len as u64 > cfg.segment_bytes_max);
         if needs_roll {
             self.roll(w)?;
         }
@@ -499,7 +501,24 @@ impl Log {
             return Err(StorageError::LogFailed("no active segment".into()));
         };
         let pos = seg.len;
-        if let Err(e) = seg.file.write_at(pos, &w.buf) {
+        let written = match split {
+            None => seg.file.write_at(pos, &w.buf),
+            Some((at, value)) => {
+                let (head, tail) = w.buf.split_at(at);
+                let tail_at = pos + (at + value.len()) as u64;
+                seg.file
+                    .write_at(pos, head)
+                    .and_then(|()| seg.file.write_at(pos + at as u64, value))
+                    .and_then(|()| {
+                        if tail.is_empty() {
+                            Ok(())
+                        } else {
+                            seg.file.write_at(tail_at, tail)
+                        }
+                    })
+            }
+        };
+        if let Err(e) = written {
             let err = StorageError::io(seg.path.display().to_string(), &e);
             if let Err(e2) = seg.file.set_len(pos) {
                 let msg = format!("could not cut back a failed write: {e2}");
@@ -508,7 +527,7 @@ impl Log {
             }
             return Err(err);
         }
-        seg.len += w.buf.len() as u64;
+        seg.len += rec_len as u64;
         seg.end = lsn + 1;
         let bug = self.sh.index_bug.load(Ordering::Relaxed);
         seg.index(

@@ -195,8 +195,32 @@ pub(crate) fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
     }
 }
 
+/// A put's value at least this large is not copied by [`encode_split`]: the log writes it
+/// from the caller's buffer (a produce request's batch), saving a copy of every byte.
+pub const SPLIT_VALUE_BYTES_MIN: usize = 64 * 1024;
+
 /// Encodes `rec` with log sequence number `lsn` (header included) into `out`.
 pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
+    encode_with(rec, lsn, out, usize::MAX);
+}
+
+/// Like [`encode`], but a put whose value has at least [`SPLIT_VALUE_BYTES_MIN`] bytes leaves
+/// the value out of `out` and returns `(at, value)`: the encoded record is `out[..at]`, then
+/// `value`, then `out[at..]` — byte for byte what [`encode`] writes (header, length and
+/// checksum included). `None`: `out` holds the whole record. Only for a record starting at
+/// the beginning of `out`.
+pub fn encode_split<'a>(rec: &'a Record, lsn: u64, out: &mut Vec<u8>) -> Option<(usize, &'a [u8])> {
+    debug_assert!(out.is_empty());
+    encode_with(rec, lsn, out, SPLIT_VALUE_BYTES_MIN)
+}
+
+fn encode_with<'a>(
+    rec: &'a Record,
+    lsn: u64,
+    out: &mut Vec<u8>,
+    split_min: usize,
+) -> Option<(usize, &'a [u8])> {
+    let mut split: Option<(usize, &'a [u8])> = None;
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_BYTES]);
     out.extend_from_slice(&lsn.to_le_bytes());
@@ -247,7 +271,12 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
                 }
                 None => out.push(0),
             }
-            put_bytes(out, value);
+            if value.len() >= split_min {
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                split = Some((out.len(), &value[..]));
+            } else {
+                put_bytes(out, value);
+            }
             if let Some(r) = retained {
                 out.extend_from_slice(&r.to_le_bytes());
             }
@@ -295,12 +324,23 @@ pub fn encode(rec: &Record, lsn: u64, out: &mut Vec<u8>) {
             put_owner(out, *owner);
         }
     }
-    let body_len = (out.len() - start - HEADER_BYTES) as u32;
-    let body_crc = crc32c::crc32c(&out[start + HEADER_BYTES..]);
-    out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    let body = start + HEADER_BYTES;
+    let (body_len, body_crc) = match split {
+        None => (out.len() - body, crc32c::crc32c(&out[body..])),
+        Some((at, value)) => {
+            let crc = crc32c::crc32c(&out[body..at]);
+            let crc = crc32c::crc32c_append(crc, value);
+            (
+                out.len() - body + value.len(),
+                crc32c::crc32c_append(crc, &out[at..]),
+            )
+        }
+    };
+    out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&body_crc.to_le_bytes());
     let hcrc = crc32c::crc32c(&out[start..start + 8]);
     out[start + 8..start + 12].copy_from_slice(&hcrc.to_le_bytes());
+    split
 }
 
 /// A parsed, checksum-verified header.
@@ -562,5 +602,79 @@ mod tests {
         let mut out = Vec::new();
         encode(&rec, 2, &mut out);
         assert_eq!(decode_body(&out[HEADER_BYTES..]).unwrap(), rec);
+    }
+
+    /// The split encoding (a large value written from its own buffer) must put exactly the
+    /// bytes of the plain encoding on disk, checksums included; small values are not split.
+    #[test]
+    fn split_encoding_is_byte_identical() {
+        for (len, retained, owner) in [
+            (SPLIT_VALUE_BYTES_MIN, None, None),
+            (SPLIT_VALUE_BYTES_MIN + 7, Some(5u64), None),
+            (
+                3 * SPLIT_VALUE_BYTES_MIN,
+                Some(9),
+                Some(Owner {
+                    writer: 3,
+                    strength: -2,
+                    until_us: Some(77),
+                }),
+            ),
+            (SPLIT_VALUE_BYTES_MIN - 1, None, None),
+        ] {
+            let value: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let rec = Record {
+                shard: 2,
+                stamp: Stamp {
+                    shard_seq: 9,
+                    time: Hlc {
+                        physical_us: 1000,
+                        logical: 2,
+                    },
+                },
+                body: RecordBody::Put {
+                    pool: "pool".into(),
+                    pool_id: 3,
+                    key: "topic/0".into(),
+                    version: Version {
+                        key_version: 4,
+                        span: 1000,
+                        shard_seq: 9,
+                        time: Hlc {
+                            physical_us: 1000,
+                            logical: 2,
+                        },
+                        sensor_time_us: Some(5),
+                        late: false,
+                    },
+                    value: Bytes::from(value),
+                    tombstone: false,
+                    compaction_key: None,
+                    retained,
+                    owner: owner.map(Some),
+                },
+                lsn: 11,
+            };
+            let mut plain = Vec::new();
+            encode(&rec, 11, &mut plain);
+            let mut out = Vec::new();
+            let joined = match encode_split(&rec, 11, &mut out) {
+                Some((at, v)) => {
+                    assert!(len >= SPLIT_VALUE_BYTES_MIN, "split a {len}-byte value");
+                    assert_eq!(v.len(), len);
+                    [&out[..at], v, &out[at..]].concat()
+                }
+                None => {
+                    assert!(
+                        len < SPLIT_VALUE_BYTES_MIN,
+                        "did not split a {len}-byte value"
+                    );
+                    out
+                }
+            };
+            // (assert! rather than assert_eq!: a failure would print megabytes)
+            assert!(joined == plain, "value of {len} bytes: encodings differ");
+            assert!(decode_body(&joined[HEADER_BYTES..]).unwrap() == rec);
+        }
     }
 }
