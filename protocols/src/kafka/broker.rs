@@ -46,6 +46,9 @@ pub mod code {
     pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
     /// The coordinator is not available.
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    /// This broker is not the group's coordinator (Kafka also answers it when the
+    /// coordinator's own log failed: the client finds the coordinator again and retries).
+    pub const NOT_COORDINATOR: i16 = 16;
     /// An invalid topic name.
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     /// acks other than -1, 0, 1.
@@ -62,6 +65,8 @@ pub mod code {
     pub const INVALID_SESSION_TIMEOUT: i16 = 26;
     /// The group is rebalancing.
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    /// A committed offset's record is too large to store.
+    pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
     /// Unsupported API version.
     pub const UNSUPPORTED_VERSION: i16 = 35;
     /// The topic exists.
@@ -211,6 +216,25 @@ pub(crate) fn node_code(e: &NodeError) -> i16 {
     }
 }
 
+/// The code a group coordinator answers when writing its own state (group metadata,
+/// committed offsets) failed with `e`: Kafka's mapping of an append error to a coordinator
+/// error (`appendGroupMetadataErrorToResponseError`; offset commits use the same one, except
+/// that a too-large record is INVALID_COMMIT_OFFSET_SIZE, `commit` = true). A failed log
+/// (KAFKA_STORAGE_ERROR) and a node shutting down (NOT_LEADER_OR_FOLLOWER) become
+/// NOT_COORDINATOR; a missing internal pool or a timeout COORDINATOR_NOT_AVAILABLE. Both
+/// make the client find the coordinator again and retry.
+pub(crate) fn coordinator_code(e: &NodeError, commit: bool) -> i16 {
+    match e {
+        NodeError::Storage(_) | NodeError::ShuttingDown => code::NOT_COORDINATOR,
+        NodeError::NoSuchPool(_)
+        | NodeError::NotFound
+        | NodeError::Overloaded(_)
+        | NodeError::NotYetStable { .. } => code::COORDINATOR_NOT_AVAILABLE,
+        NodeError::Invalid(_) if commit => code::INVALID_COMMIT_OFFSET_SIZE,
+        _ => code::UNKNOWN_SERVER_ERROR,
+    }
+}
+
 /// What [`KafkaBroker::handle_staged`] did with a request.
 pub enum Handled {
     /// Answered: the response frame, or `None` when none is sent.
@@ -338,7 +362,7 @@ impl<N: Node> KafkaBroker<N> {
             };
             if let Err(e) = self.node.put(put).await {
                 if !matches!(e, NodeError::NotFound) || record.is_some() {
-                    self.groups.store_failed(&group);
+                    self.groups.store_failed(&group, std::time::Instant::now());
                     result = Err(e);
                 }
             }

@@ -10,7 +10,7 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 
-use super::broker::{code, sb, KafkaBroker};
+use super::broker::{code, coordinator_code, sb, KafkaBroker};
 use super::groups::{JoinRequest, Pending};
 use crate::node::Node;
 
@@ -55,14 +55,17 @@ impl<N: Node> KafkaBroker<N> {
                 ..Default::default()
             }),
         };
-        // The new generation is stored before any member learns it.
-        if self.persist_groups().await.is_err() && r.error == code::NONE {
-            r = super::groups::JoinResult {
-                error: code::COORDINATOR_NOT_AVAILABLE,
-                generation: -1,
-                member_id: r.member_id,
-                ..Default::default()
-            };
+        // The new generation is stored before any member learns it (if storing fails, the
+        // group rebalances again: see Coordinator::store_failed).
+        if let Err(e) = self.persist_groups().await {
+            if r.error == code::NONE {
+                r = super::groups::JoinResult {
+                    error: coordinator_code(&e, false),
+                    generation: -1,
+                    member_id: r.member_id,
+                    ..Default::default()
+                };
+            }
         }
         JoinGroupResponse::default()
             .with_error_code(r.error)
@@ -105,12 +108,15 @@ impl<N: Node> KafkaBroker<N> {
                 ..Default::default()
             }),
         };
-        // The assignment is stored before the member acts on it.
-        if self.persist_groups().await.is_err() && r.error == code::NONE {
-            r = super::groups::SyncResult {
-                error: code::COORDINATOR_NOT_AVAILABLE,
-                ..Default::default()
-            };
+        // The assignment is stored before the member acts on it (if storing fails, the
+        // group rebalances again: see Coordinator::store_failed).
+        if let Err(e) = self.persist_groups().await {
+            if r.error == code::NONE {
+                r = super::groups::SyncResult {
+                    error: coordinator_code(&e, false),
+                    ..Default::default()
+                };
+            }
         }
         SyncGroupResponse::default()
             .with_error_code(r.error)

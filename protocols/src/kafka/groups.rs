@@ -990,12 +990,25 @@ impl Coordinator {
     }
 
     /// Storing `group`'s state failed: hand it out again from the next
-    /// [`Coordinator::take_changed`].
-    pub fn store_failed(&self, group: &str) {
+    /// [`Coordinator::take_changed`]. A group that completed a join or a sync whose record
+    /// could not be stored starts a rebalance, as Kafka's coordinator does when storing an
+    /// assignment fails: its members were told of an error (or will be, at their next
+    /// heartbeat) and rejoin, so nobody keeps consuming under a generation or assignment
+    /// that a restart would not know; every member's assignment is cleared.
+    pub fn store_failed(&self, group: &str, now: Instant) {
         match self.lock().get_mut(group) {
             Some(g) => {
                 g.stored = None;
                 g.dirty = true;
+                if matches!(
+                    g.state,
+                    GroupState::Stable | GroupState::CompletingRebalance
+                ) {
+                    for m in g.members.values_mut() {
+                        m.assignment = Bytes::new();
+                    }
+                    g.start_rebalance(now);
+                }
             }
             None => {
                 lock_set(&self.deleted).insert(group.to_string());

@@ -15,7 +15,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use serde::{Deserialize, Serialize};
 
-use super::broker::{code, node_code, sb, KafkaBroker};
+use super::broker::{code, coordinator_code, sb, KafkaBroker};
 use super::groups::GROUP_ID_BYTES_MAX;
 use super::topics::OFFSETS_POOL;
 use crate::node::{Node, PutRequest};
@@ -147,10 +147,7 @@ impl<N: Node> KafkaBroker<N> {
                         .await
                     {
                         Ok(_) => code::NONE,
-                        Err(e) => match node_code(&e) {
-                            code::KAFKA_STORAGE_ERROR => code::COORDINATOR_NOT_AVAILABLE,
-                            c => c,
-                        },
+                        Err(e) => coordinator_code(&e, true),
                     }
                 };
                 parts.push(

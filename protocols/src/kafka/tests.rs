@@ -1459,6 +1459,136 @@ async fn idempotent_retry_after_a_failed_durable_write_is_stored_exactly_once() 
     assert_eq!(got, want);
 }
 
+/// A consumer group's own writes (committed offsets, group metadata in `__kafka_groups`) that
+/// fail must not be reported as done, and the coordinator's memory must not run ahead of what
+/// is stored: OffsetCommit answers NOT_COORDINATOR per partition (Kafka's code for a failed
+/// coordinator log; the client finds the coordinator again and retries) and OffsetFetch still
+/// shows the old offset; a JoinGroup whose new generation cannot be stored is an error and the
+/// group rebalances (as Kafka's coordinator does) instead of staying Stable on a generation a
+/// restart would not know. Once the disk works, the group and its commits converge and the
+/// stored group record equals the coordinator's state.
+#[tokio::test]
+async fn failed_group_state_writes_are_errors_and_memory_follows_the_store() {
+    use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use offset_fetch_request::OffsetFetchRequestTopic;
+    use std::sync::atomic::Ordering::SeqCst;
+    let node = Arc::new(MemNode::default());
+    let b = KafkaBroker::new(node.clone(), KafkaConfig::default())
+        .await
+        .expect("broker");
+    assert_eq!(create(&b, "gt", 2, &[]).await, 0);
+    let mid = call(&b, 5, join_request("g", ""))
+        .await
+        .member_id
+        .to_string();
+    let join = |b: Arc<KafkaBroker<MemNode>>, mid: String| async move {
+        let r = call(&b, 5, join_request("g", &mid)).await;
+        (r.error_code, r.generation_id)
+    };
+    let sync = |b: Arc<KafkaBroker<MemNode>>, mid: String, gen: i32| async move {
+        call(
+            &b,
+            3,
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(sb("g")))
+                .with_generation_id(gen)
+                .with_member_id(sb(&mid))
+                .with_assignments(vec![
+                    sync_group_request::SyncGroupRequestAssignment::default()
+                        .with_member_id(sb(&mid))
+                        .with_assignment(Bytes::from_static(b"asg")),
+                ]),
+        )
+        .await
+        .error_code
+    };
+    let commit = |b: Arc<KafkaBroker<MemNode>>, mid: String, gen: i32, offset: i64| async move {
+        let r = call(
+            &b,
+            8,
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(sb("g")))
+                .with_generation_id_or_member_epoch(gen)
+                .with_member_id(sb(&mid))
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(sb("gt")))
+                    .with_partitions(
+                        (0..2)
+                            .map(|p| {
+                                OffsetCommitRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                            })
+                            .collect(),
+                    )]),
+        )
+        .await;
+        r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect::<Vec<_>>()
+    };
+    let fetched = |b: Arc<KafkaBroker<MemNode>>| async move {
+        let f = call(
+            &b,
+            7,
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(sb("g")))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(sb("gt")))
+                    .with_partition_indexes(vec![0, 1])])),
+        )
+        .await;
+        f.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.committed_offset)
+            .collect::<Vec<_>>()
+    };
+    let b = Arc::new(b);
+    assert_eq!(join(b.clone(), mid.clone()).await, (0, 1));
+    assert_eq!(sync(b.clone(), mid.clone(), 1).await, 0);
+    assert_eq!(commit(b.clone(), mid.clone(), 1, 42).await, vec![0, 0]);
+
+    node.fsync_fails.store(true, SeqCst);
+    // Commits that cannot be stored: an error per partition, the old offsets stay.
+    assert_eq!(
+        commit(b.clone(), mid.clone(), 1, 50).await,
+        vec![code::NOT_COORDINATOR; 2]
+    );
+    assert_eq!(fetched(b.clone()).await, vec![42, 42]);
+    // A rejoin completes a new generation that cannot be stored: an error, and the group is
+    // rebalancing, not Stable on generation 2.
+    let (e, _) = join(b.clone(), mid.clone()).await;
+    assert_eq!(e, code::NOT_COORDINATOR);
+    let (state, _, _) = b.groups.state("g").expect("group");
+    assert_eq!(state, GroupState::PreparingRebalance);
+    b.groups.check_invariants().expect("invariants");
+    let hb = call(
+        &b,
+        3,
+        HeartbeatRequest::default()
+            .with_group_id(GroupId(sb("g")))
+            .with_generation_id(2)
+            .with_member_id(sb(&mid)),
+    )
+    .await;
+    assert_eq!(hb.error_code, code::REBALANCE_IN_PROGRESS);
+
+    node.fsync_fails.store(false, SeqCst);
+    let (e, gen) = join(b.clone(), mid.clone()).await;
+    assert_eq!(e, 0);
+    assert!(gen > 2, "a new generation after the failed one: {gen}");
+    assert_eq!(sync(b.clone(), mid.clone(), gen).await, 0);
+    assert_eq!(commit(b.clone(), mid.clone(), gen, 50).await, vec![0, 0]);
+    assert_eq!(fetched(b.clone()).await, vec![50, 50]);
+    // What is stored is what the coordinator holds.
+    let stored = crate::node::Node::get(&*node, super::GROUPS_POOL, "g").expect("stored group");
+    let r: super::groups::GroupRecord = serde_json::from_slice(&stored.value).expect("record");
+    assert_eq!((r.generation, r.state.as_str()), (gen, "Stable"));
+}
+
 mod fuzz_lite {
     //! Random corruption of valid request frames (a proptest stand-in for `cargo fuzz`, run in
     //! CI): the dispatcher must answer or refuse, never panic, and the broker must still serve
