@@ -8,7 +8,7 @@
 //!     [--producer-config K=V]… [--producers 1] [--label L]
 //! kafka_bench e2e --bootstrap 127.0.0.1:9092 [--records 2000] [--topic-config K=V]… [--label L]
 //! kafka_bench raw-append --dir DIR --total-bytes N [--chunk-bytes 1048576] [--overlap] [--label L]
-//! kafka_bench raw-tcp --total-bytes N [--chunk-bytes 65536] [--label L]
+//! kafka_bench raw-tcp --total-bytes N [--chunk-bytes 65536] [--retain-bytes N] [--label L]
 //! kafka_bench null-sink --listen 127.0.0.1:9093
 //! kafka_bench wire --bootstrap 127.0.0.1:9092 [--size 1024] [--records 200000] [--partitions 3]
 //!     [--batch-records 1000] [--connections 1] [--inflight 5] [--topic-config K=V]… [--label L]
@@ -33,6 +33,8 @@
 //!   whenever something new was written (a group commit whose fsyncs run alongside the next
 //!   appends); latency is then per sync.
 //! * `raw-tcp`: the network baseline: the same bytes through one loopback TCP connection.
+//!   `--retain-bytes N`: the receiver reads into fresh N-byte buffers and keeps them all, the
+//!   memory an in-memory (volatile) broker must touch for what it keeps.
 //! * `null-sink`: the client baseline: a minimal Kafka "broker" that answers ApiVersions,
 //!   Metadata, CreateTopics and Produce and throws the records away (no CRC check, no storing),
 //!   so `produce` against it shows what the same librdkafka producer doing the same work can
@@ -96,6 +98,7 @@ struct Args {
     connections: usize,
     inflight: usize,
     batch_records: usize,
+    retain_bytes: Option<usize>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -125,6 +128,7 @@ fn args() -> anyhow::Result<Args> {
         connections: 1,
         inflight: 5,
         batch_records: 1000,
+        retain_bytes: None,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -161,6 +165,7 @@ fn args() -> anyhow::Result<Args> {
             "--connections" => a.connections = val()?.parse()?,
             "--inflight" => a.inflight = val()?.parse()?,
             "--batch-records" => a.batch_records = val()?.parse()?,
+            "--retain-bytes" => a.retain_bytes = Some(val()?.parse()?),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -179,6 +184,11 @@ fn args() -> anyhow::Result<Args> {
     }
     if !(1..=wire::INFLIGHT_MAX).contains(&a.inflight) {
         bail!("--inflight must be in 1..={}", wire::INFLIGHT_MAX);
+    }
+    if a.retain_bytes
+        .is_some_and(|b| b == 0 || b > wire::RETAIN_BYTES_MAX)
+    {
+        bail!("--retain-bytes must be in 1..={}", wire::RETAIN_BYTES_MAX);
     }
     if !(1..=wire::BATCH_RECORDS_MAX).contains(&a.batch_records) {
         bail!("--batch-records must be in 1..={}", wire::BATCH_RECORDS_MAX);
@@ -591,7 +601,10 @@ fn raw_append_overlapped(dir: &str, total: usize, chunk: usize) -> anyhow::Resul
 }
 
 /// Streams `total` bytes through a loopback TCP connection in `chunk`-byte writes: MB/s.
-fn raw_tcp(total: usize, chunk: usize) -> anyhow::Result<f64> {
+/// With `retain_bytes` the receiver reads into fresh buffers of that size and keeps them all
+/// until the end, as an in-memory broker keeps what it is sent (every byte lands on a page
+/// touched for the first time); without, it reuses one 64 KiB buffer.
+fn raw_tcp(total: usize, chunk: usize, retain_bytes: Option<usize>) -> anyhow::Result<f64> {
     if chunk == 0 {
         bail!("--chunk-bytes must be positive");
     }
@@ -599,8 +612,21 @@ fn raw_tcp(total: usize, chunk: usize) -> anyhow::Result<f64> {
     let addr = l.local_addr()?;
     let sink = std::thread::spawn(move || -> std::io::Result<usize> {
         let (mut s, _) = l.accept()?;
-        let mut buf = vec![0u8; 1 << 16];
         let mut got = 0;
+        if let Some(size) = retain_bytes {
+            let mut kept: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut buf = Vec::with_capacity(size);
+                let n = (&mut s).take(size as u64).read_to_end(&mut buf)?;
+                if n == 0 {
+                    drop(kept);
+                    return Ok(got);
+                }
+                got += n;
+                kept.push(buf);
+            }
+        }
+        let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = s.read(&mut buf)?;
             if n == 0 {
@@ -665,7 +691,11 @@ async fn main() -> anyhow::Result<()> {
             result_line(&label, None, Some(mbps), Some(l));
         }
         "raw-tcp" => {
-            let mbps = raw_tcp(a.total_bytes, a.chunk_bytes.unwrap_or(1 << 16))?;
+            let mbps = raw_tcp(
+                a.total_bytes,
+                a.chunk_bytes.unwrap_or(1 << 16),
+                a.retain_bytes,
+            )?;
             result_line(
                 a.label.as_deref().unwrap_or("raw-tcp"),
                 None,
@@ -974,6 +1004,8 @@ mod wire {
 
     /// Most requests outstanding per connection.
     pub const INFLIGHT_MAX: usize = 64;
+    /// Largest buffer of `raw-tcp --retain-bytes`.
+    pub const RETAIN_BYTES_MAX: usize = 1 << 30;
     /// Most records in one prebuilt batch.
     pub const BATCH_RECORDS_MAX: usize = 1 << 20;
     /// Produce version sent (flexible, topic by name; every broker of interest serves it).

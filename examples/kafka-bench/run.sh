@@ -14,6 +14,8 @@
 #   null sink  the same librdkafka producer against `kafka_bench null-sink`, a broker that
 #              acknowledges and discards: what this client can reach on this machine at all
 #   e2e        produce → consume latency on a durable pool, one record per ms
+#   tcp-retain the TCP stream again, but received into fresh 1 MiB buffers that are all kept, as
+#              a volatile pool keeps what it is sent (first-touch page faults included)
 #   -p2        the same with 2 librdkafka producers in one bench process (aggregate MB/s, merged
 #              latencies): whether the broker takes more than one producer gives
 #   wire-*     NOT librdkafka: `kafka_bench wire`, a lean wire-level producer resending one
@@ -169,8 +171,12 @@ run "$KB" produce "${COMMON[@]}" --size 1024 --records "$RECORDS" --producers 2 
     --topic-config squall.durable=false --label squall-volatile-1k-p2
 run "$KB" wire --bootstrap "$B" --partitions "$PARTITIONS" --size 1024 --records "$RECORDS" \
     --topic-config squall.durable=false --label wire-volatile-1k
+run "$KB" wire --bootstrap "$B" --partitions "$PARTITIONS" --size 1024 --records "$RECORDS" \
+    --connections 2 --topic-config squall.durable=false --label wire-volatile-1k-c2
 echo "== loopback TCP, same bytes" >&2
 run "$KB" raw-tcp --total-bytes "$BYTES" --label tcp
+echo "== loopback TCP into fresh 1 MiB buffers that are kept (what an in-memory broker must touch)" >&2
+run "$KB" raw-tcp --total-bytes "$BYTES" --retain-bytes 1048576 --label tcp-retain
 echo "== the same producer against a null sink (acknowledges, discards)" >&2
 "$KB" null-sink --listen "127.0.0.1:$SPORT" > "$OUT/null-sink.log" 2>&1 &
 SINK_PID=$!
@@ -247,6 +253,9 @@ goal "durable 1 KiB ≥ 1.5 × NATS JetStream" "$D1K / $(field nats-1k 3) MB/s" 
 goal "volatile 1 KiB ≥ 0.35 × loopback TCP" "$(field squall-volatile-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field squall-volatile-1k 3)" "$(field tcp 3)")" 0.35
 goal "volatile 1 KiB, 2 librdkafka producers ≥ 0.35 × loopback TCP" "$(field squall-volatile-1k-p2 3) / $(field tcp 3) MB/s" "$(ratio "$(field squall-volatile-1k-p2 3)" "$(field tcp 3)")" 0.35
 goal "volatile 1 KiB, wire-level producer (NOT librdkafka) vs loopback TCP (the broker's ceiling)" "$(field wire-volatile-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field wire-volatile-1k 3)" "$(field tcp 3)")" 0.35
+goal "volatile 1 KiB, wire-level producer, 2 connections vs loopback TCP (the broker's ceiling)" "$(field wire-volatile-1k-c2 3) / $(field tcp 3) MB/s" "$(ratio "$(field wire-volatile-1k-c2 3)" "$(field tcp 3)")" 0.35
+goal "loopback TCP into kept fresh memory vs loopback TCP (what keeping the bytes costs)" "$(field tcp-retain 3) / $(field tcp 3) MB/s" "$(ratio "$(field tcp-retain 3)" "$(field tcp 3)")" 0.35
+goal "volatile 1 KiB, wire-level producer vs TCP into kept fresh memory (for reference)" "$(field wire-volatile-1k 3) / $(field tcp-retain 3) MB/s" "$(ratio "$(field wire-volatile-1k 3)" "$(field tcp-retain 3)")" 0.35
 goal "the wire-level producer against the null sink vs loopback TCP (that client's ceiling)" "$(field wire-null-sink-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field wire-null-sink-1k 3)" "$(field tcp 3)")" 0.35
 goal "the client's own ceiling: null sink vs loopback TCP (for reference)" "$(field null-sink-1k 3) / $(field tcp 3) MB/s" "$(ratio "$(field null-sink-1k 3)" "$(field tcp 3)")" 0.35
 goal "2 librdkafka producers' ceiling: null sink vs loopback TCP (for reference)" "$(field null-sink-1k-p2 3) / $(field tcp 3) MB/s" "$(ratio "$(field null-sink-1k-p2 3)" "$(field tcp 3)")" 0.35
