@@ -34,26 +34,54 @@ const KIND_STATE: u8 = 4;
 
 /// Appends one frame carrying `msg` to `out` (a buffer the caller owns and reuses).
 pub fn encode(msg: &Message, out: &mut BytesMut) {
-    let start = out.len();
-    out.put_u16_le(MAGIC);
-    out.put_u8(VERSION);
-    out.put_u8(match msg {
+    let kind = match msg {
         Message::Data(_) => KIND_DATA,
         Message::Row(_) => KIND_ROW,
         Message::Join { .. } => KIND_JOIN,
         Message::State(_) => KIND_STATE,
-    });
-    out.put_u32_le(0); // length, patched below
-    out.put_u32_le(0); // checksum, patched below
-    let body = out.len();
-    match msg {
+    };
+    framed(out, kind, |out| match msg {
         Message::Data(b) => put_data(out, b),
         Message::Row(r) => put_row(out, r),
         Message::Join { from } => out.put_u64_le(from.0),
         Message::State(s) => put_state(out, s),
-    }
-    let len = (out.len() - body) as u32;
-    let crc = crc32c::crc32c(&out[body..]);
+    });
+}
+
+/// Encodes consecutive data batches of one sender's stream as **one** data frame: the same
+/// bytes as [`encode`] of a `Message::Data` holding all their messages (first index
+/// `parts[0].first_index`), without building that merged batch (no per-message clone).
+/// `parts` must be consecutive slices of one stream (same epoch, shard and sender rank,
+/// each starting where the previous one ends); the caller checks that.
+pub fn encode_data_run(parts: &[Arc<DataBatch>], out: &mut BytesMut) {
+    let Some(first) = parts.first() else {
+        return;
+    };
+    debug_assert!(parts.windows(2).all(|w| w[0].epoch == w[1].epoch
+        && w[0].shard == w[1].shard
+        && w[0].sender_rank == w[1].sender_rank
+        && w[0].first_index + w[0].msgs.len() as u64 == w[1].first_index));
+    let count: usize = parts.iter().map(|p| p.msgs.len()).sum();
+    framed(out, KIND_DATA, |out| {
+        put_data_header(out, first, count);
+        for p in parts {
+            put_data_msgs(out, &p.msgs);
+        }
+    });
+}
+
+/// Writes a frame header, the body written by `body`, then patches length and checksum.
+fn framed(out: &mut BytesMut, kind: u8, body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_u16_le(MAGIC);
+    out.put_u8(VERSION);
+    out.put_u8(kind);
+    out.put_u32_le(0); // length, patched below
+    out.put_u32_le(0); // checksum, patched below
+    let body_at = out.len();
+    body(out);
+    let len = (out.len() - body_at) as u32;
+    let crc = crc32c::crc32c(&out[body_at..]);
     out[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
     out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
 }
@@ -204,12 +232,21 @@ fn put_opt_proposal(out: &mut BytesMut, p: &Option<Arc<Proposal>>) {
 }
 
 fn put_data(out: &mut BytesMut, b: &DataBatch) {
+    put_data_header(out, b, b.msgs.len());
+    put_data_msgs(out, &b.msgs);
+}
+
+/// The header of a data body: `b`'s stream position, with `count` messages following.
+fn put_data_header(out: &mut BytesMut, b: &DataBatch, count: usize) {
     out.put_u64_le(b.epoch);
     out.put_u32_le(b.shard);
     out.put_u32_le(b.sender_rank);
     out.put_u64_le(b.first_index);
-    out.put_u32_le(b.msgs.len() as u32);
-    for m in &b.msgs {
+    out.put_u32_le(count as u32);
+}
+
+fn put_data_msgs(out: &mut BytesMut, msgs: &[DataMsg]) {
+    for m in msgs {
         match m {
             DataMsg::Null => out.put_u8(0),
             DataMsg::App { id, ts, payload } => {
@@ -495,6 +532,47 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_run_encodes_as_the_merged_batch() {
+        let app = |seq: u64| DataMsg::App {
+            id: MsgId {
+                sender: NodeId(5),
+                seq,
+            },
+            ts: Hlc {
+                phys_us: 100 + seq,
+                logical: 1,
+            },
+            payload: Bytes::from(vec![seq as u8; seq as usize % 7]),
+        };
+        let msgs: Vec<DataMsg> = (0..10)
+            .map(|i| if i % 4 == 3 { DataMsg::Null } else { app(i) })
+            .collect();
+        let part = |from: usize, to: usize| {
+            Arc::new(DataBatch {
+                epoch: 3,
+                shard: 1,
+                sender_rank: 2,
+                first_index: 40 + from as u64,
+                msgs: msgs[from..to].to_vec(),
+            })
+        };
+        let mut merged = BytesMut::new();
+        encode(&Message::Data(part(0, 10)), &mut merged);
+        let mut run = BytesMut::new();
+        encode_data_run(&[part(0, 3), part(3, 4), part(4, 10)], &mut run);
+        assert_eq!(run, merged);
+        let (m, used) = decode(&run).expect("decodes");
+        assert_eq!(used, run.len());
+        assert_eq!(m, Message::Data(part(0, 10)));
+        // One part is the plain encoding of that part.
+        let mut one = BytesMut::new();
+        encode_data_run(&[part(2, 5)], &mut one);
+        let mut plain = BytesMut::new();
+        encode(&Message::Data(part(2, 5)), &mut plain);
+        assert_eq!(one, plain);
+    }
 
     fn proposal() -> Arc<Proposal> {
         Arc::new(Proposal {

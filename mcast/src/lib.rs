@@ -89,6 +89,7 @@ pub mod messages;
 pub mod net;
 pub mod node;
 pub mod orderer;
+mod recv;
 pub mod types;
 
 pub use action::{Action, ControlRecord, Delivery, ViewInfo};

@@ -13,6 +13,7 @@ use crate::hlc::{Hlc, HlcClock};
 use crate::layout::allocate;
 use crate::limits;
 use crate::messages::{DataBatch, DataMsg, Message, Proposal, Row, StateTransfer};
+use crate::recv::RecvStream;
 use crate::types::{Ballot, Epoch, MsgId, NodeId, ShardId, Version};
 
 /// Deliberate bugs, for proving that the simulator's checkers catch them. All off by
@@ -134,9 +135,8 @@ struct EpochState {
     /// here: only nulls and delivered messages lie before it, so [`Node::local_frontier`]
     /// starts there (it only moves forward within an epoch, see `advance_frontier_cursor`).
     frontier_cursor: u64,
-    /// Per sender rank: received messages not yet delivered, `recv[r][i]` has index `recv_base[r] + i`.
-    recv: Vec<VecDeque<DataMsg>>,
-    recv_base: Vec<u64>,
+    /// Per sender rank: received messages not yet delivered (kept as the batches they came in).
+    recv: Vec<RecvStream>,
     /// Next position to deliver (= positions delivered).
     delivered: u64,
     rows: BTreeMap<NodeId, Arc<Row>>,
@@ -164,7 +164,7 @@ struct EpochState {
 
 impl EpochState {
     fn received(&self, r: usize) -> u64 {
-        self.recv_base[r] + self.recv[r].len() as u64
+        self.recv[r].received()
     }
     fn next_index(&self) -> u64 {
         self.sent_base + self.sent.len() as u64
@@ -834,19 +834,24 @@ impl Node {
             return; // received counters are frozen once wedged
         }
         let first_index = b.first_index;
+        let next = self.ep.received(r);
+        if first_index > next || first_index + b.msgs.len() as u64 <= next {
+            return; // a gap (retransmission will fill it) or nothing new
+        }
         // The batch is normally ours alone (just decoded): take its messages, no clones.
-        let msgs = Arc::try_unwrap(b).map_or_else(|b| b.msgs.clone(), |b| b.msgs);
-        for (index, m) in (first_index..).zip(msgs) {
-            if index == self.ep.received(r) {
-                if let DataMsg::App { ts, payload, .. } = &m {
-                    if payload.len() > self.cfg.payload_bytes_max {
-                        return; // a peer violating the limit: ignore the rest
-                    }
-                    self.clock.observe(*ts);
+        let mut msgs = Arc::try_unwrap(b).map_or_else(|b| b.msgs.clone(), |b| b.msgs);
+        let new_from = (next - first_index) as usize;
+        for (i, m) in msgs.iter().enumerate().skip(new_from) {
+            if let DataMsg::App { ts, payload, .. } = m {
+                if payload.len() > self.cfg.payload_bytes_max {
+                    msgs.truncate(i); // a peer violating the limit: ignore the rest
+                    break;
                 }
-                self.ep.recv[r].push_back(m);
-                self.row_dirty = true;
+                self.clock.observe(*ts);
             }
+        }
+        if self.ep.recv[r].push_batch(first_index, msgs) > 0 {
+            self.row_dirty = true;
         }
     }
 
@@ -1599,8 +1604,7 @@ impl Node {
             shard_members,
             sent: VecDeque::new(),
             sent_base: 0,
-            recv: vec![VecDeque::new(); n],
-            recv_base: vec![0; n],
+            recv: vec![RecvStream::default(); n],
             delivered: 0,
             state_ready: !needs_state && !self.restarting,
             wedged: self.restarting,
@@ -1692,10 +1696,10 @@ impl Node {
         if last > first {
             self.row_dirty = true;
             // Our own copy counts as received.
-            for i in first..last {
-                let m = self.ep.sent[(i - self.ep.sent_base) as usize].msg.clone();
-                self.ep.recv[me].push_back(m);
-            }
+            let own: Vec<DataMsg> = (first..last)
+                .map(|i| self.ep.sent[(i - self.ep.sent_base) as usize].msg.clone())
+                .collect();
+            self.ep.recv[me].push_batch(first, own);
             let peers: Vec<NodeId> = self
                 .ep
                 .shard_members
@@ -1831,7 +1835,7 @@ impl Node {
                 let (k2, r2) = (q2 / n, (q2 % n) as usize);
                 let both_app = |me: &Self, k: u64, r: usize| {
                     me.ep.recv[r]
-                        .get((k - me.ep.recv_base[r]) as usize)
+                        .get(k)
                         .is_some_and(|m| matches!(m, DataMsg::App { .. }))
                 };
                 if k2 < stable[r2] && both_app(self, k, r) && both_app(self, k2, r2) {
@@ -1866,14 +1870,8 @@ impl Node {
     fn deliver_position_at(&mut self, q: u64, next: u64) -> bool {
         let n = self.ep.n();
         let (k, r) = (q / n, (q % n) as usize);
-        let Some(off) = k.checked_sub(self.ep.recv_base[r]) else {
-            return false;
-        };
         // Taken, not cloned: a delivered position is never read again (`prune` drops it).
-        let Some(msg) = self.ep.recv[r]
-            .get_mut(off as usize)
-            .map(|m| std::mem::replace(m, DataMsg::Null))
-        else {
+        let Some(msg) = self.ep.recv[r].take(k) else {
             return false;
         };
         self.ep.delivered = next;
@@ -1926,10 +1924,7 @@ impl Node {
             } else {
                 0
             };
-            while self.ep.recv_base[r] < done && !self.ep.recv[r].is_empty() {
-                self.ep.recv[r].pop_front();
-                self.ep.recv_base[r] += 1;
-            }
+            self.ep.recv[r].prune_below(done);
         }
         let all = self.min_delivered_all();
         let me = self.ep.rank as u64;
@@ -2196,7 +2191,7 @@ impl Node {
         }
         let n = self.ep.n();
         if self.ep.shard.is_some() {
-            if self.ep.recv.len() as u64 != n || self.ep.recv_base.len() as u64 != n {
+            if self.ep.recv.len() as u64 != n {
                 return Err("receive buffers do not match the shard size".into());
             }
             if self.ep.shard_members.get(self.ep.rank) != Some(&self.id) {

@@ -18,8 +18,15 @@
 //! ```text
 //! cargo build --release -p squall-integration-tests --bin squall-mcast-member --bin squall-mcast-bench
 //! target/release/squall-mcast-bench [--sizes 100,1024,65536] [--warmup-ms 1000]
-//!     [--measure-ms 3000] [--window-bytes 8388608] [--baseline-member PATH]
+//!     [--measure-ms 3000] [--window-bytes 8388608] [--window-max 8192]
+//!     [--baseline-member PATH] [--ordered-only [--rounds N]]
 //! ```
+//!
+//! Every member also reports its CPU time over the measured window (`/proc/self/stat`): the
+//! tables show CPU ns per delivered message and CPU share (% of one core), averaged over the
+//! members. On a shared box CPU per message moves much less with the load than msgs/s does.
+//! `--ordered-only` runs just the ordered phase at full speed (this build, then the
+//! baseline's, `--rounds` times alternating) for a quick A/B.
 //!
 //! `--baseline-member PATH` (another build of `squall-mcast-member`, e.g. of an older commit)
 //! adds, per size, the ordered phases at full speed and at the same half rate run with that
@@ -33,6 +40,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+/// Smallest window (messages per sender) the bench gives a member.
+const WINDOW_MIN: usize = 32;
+/// Largest window by default (`--window-max`).
+const WINDOW_MAX_DEFAULT: usize = 8192;
 
 /// Kills the member processes of a phase on drop (also when the bench fails).
 struct Procs(Vec<Child>);
@@ -54,6 +66,8 @@ struct Res {
     p99_us: u64,
     count: u64,
     digest: String,
+    cpu_pct: f64,
+    cpu_ns_per_msg: f64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -63,6 +77,9 @@ struct Phase {
     p50_us: u64,
     p99_us: u64,
     agree: bool,
+    /// Mean over the members: CPU time per delivered message (ns) and CPU share (% of one core).
+    cpu_ns_per_msg: f64,
+    cpu_pct: f64,
 }
 
 fn field<'a>(line: &'a str, k: &str) -> &'a str {
@@ -85,7 +102,12 @@ struct Args {
     warmup_ms: u64,
     measure_ms: u64,
     window_bytes: usize,
+    window_max: usize,
     baseline_member: Option<PathBuf>,
+    /// Only the ordered phase at full speed (and the baseline's), `rounds` times alternating:
+    /// a quick A/B of CPU per message and throughput.
+    ordered_only: bool,
+    rounds: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -94,17 +116,27 @@ fn parse() -> Result<Args> {
         warmup_ms: 1000,
         measure_ms: 3000,
         window_bytes: 8 << 20,
+        window_max: WINDOW_MAX_DEFAULT,
         baseline_member: None,
+        ordered_only: false,
+        rounds: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < args.len() {
+        if args[i] == "--ordered-only" {
+            a.ordered_only = true;
+            i += 1;
+            continue;
+        }
         let v = args.get(i + 1).cloned().unwrap_or_default();
         match args[i].as_str() {
+            "--rounds" => a.rounds = v.parse()?,
             "--sizes" => a.sizes = v.split(',').map(|s| s.parse()).collect::<Result<_, _>>()?,
             "--warmup-ms" => a.warmup_ms = v.parse()?,
             "--measure-ms" => a.measure_ms = v.parse()?,
             "--window-bytes" => a.window_bytes = v.parse()?,
+            "--window-max" => a.window_max = v.parse()?,
             "--baseline-member" => a.baseline_member = Some(PathBuf::from(v)),
             x => bail!("unknown argument {x}"),
         }
@@ -129,7 +161,7 @@ fn member_bin() -> Result<PathBuf> {
 }
 
 fn window_for(a: &Args, size: usize) -> usize {
-    (a.window_bytes / size).clamp(32, 8192)
+    (a.window_bytes / size).clamp(WINDOW_MIN, a.window_max.max(WINDOW_MIN))
 }
 
 fn run_phase(a: &Args, raw: bool, size: usize, rate: u64) -> Result<Phase> {
@@ -216,6 +248,9 @@ fn run_phase_with(
             p99_us: field(&l, "p99_us").parse()?,
             count: field(&l, "count").parse()?,
             digest: field(&l, "digest").to_string(),
+            // Older member builds do not report CPU time.
+            cpu_pct: field(&l, "cpu_pct").parse().unwrap_or(0.0),
+            cpu_ns_per_msg: field(&l, "cpu_ns_per_msg").parse().unwrap_or(0.0),
         });
         eprintln!("  {l}");
     }
@@ -228,7 +263,37 @@ fn run_phase_with(
         agree: res
             .iter()
             .all(|r| r.count == res[0].count && r.digest == res[0].digest),
+        cpu_ns_per_msg: res.iter().map(|r| r.cpu_ns_per_msg).sum::<f64>() / n,
+        cpu_pct: res.iter().map(|r| r.cpu_pct).sum::<f64>() / n,
     })
+}
+
+/// `--ordered-only`: the ordered phase at full speed, this build then the baseline (if
+/// given), `--rounds` times; one line per phase.
+fn ordered_ab(a: &Args) -> Result<()> {
+    println!("| size | round | build | ordered msgs/s | p50 / p99 ms | CPU ns/msg | CPU % | digests agree |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for &size in &a.sizes {
+        for round in 1..=a.rounds {
+            let mut builds = vec![("this", member_bin()?)];
+            if let Some(b) = &a.baseline_member {
+                builds.push(("baseline", b.clone()));
+            }
+            for (name, bin) in builds {
+                let p = run_phase_with(&bin, a, false, size, 0)?;
+                println!(
+                    "| {size} B | {round} | {name} | {:.0} | {} / {} | {:.0} | {:.0} | {} |",
+                    p.msgs_per_s,
+                    ms(p.p50_us),
+                    ms(p.p99_us),
+                    p.cpu_ns_per_msg,
+                    p.cpu_pct,
+                    if p.agree { "yes" } else { "NO" }
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ms(us: u64) -> String {
@@ -237,6 +302,9 @@ fn ms(us: u64) -> String {
 
 fn main() -> Result<()> {
     let a = parse()?;
+    if a.ordered_only {
+        return ordered_ab(&a);
+    }
     let mut rows = Vec::new();
     let mut baseline = Vec::new();
     for &size in &a.sizes {
@@ -263,12 +331,12 @@ fn main() -> Result<()> {
         rows.push((size, raw, ord, half, ord_half, raw_half));
     }
     println!(
-        "| size | raw msgs/s | raw MB/s | raw p50 / p99 ms | ordered msgs/s | ordered MB/s | ordered p50 / p99 ms | ordered / raw | half load (msgs/s per sender) | ordered p50 / p99 ms at half | raw p50 / p99 ms at half | digests agree |"
+        "| size | raw msgs/s | raw MB/s | raw p50 / p99 ms | ordered msgs/s | ordered MB/s | ordered p50 / p99 ms | ordered / raw | half load (msgs/s per sender) | ordered p50 / p99 ms at half | raw p50 / p99 ms at half | digests agree | CPU ns/msg raw / ordered | CPU % raw / ordered |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (size, raw, ord, half, oh, rh) in rows {
         println!(
-            "| {size} B | {:.0} | {:.1} | {} / {} | {:.0} | {:.1} | {} / {} | {:.0} % | {half} | {} / {} | {} / {} | {} |",
+            "| {size} B | {:.0} | {:.1} | {} / {} | {:.0} | {:.1} | {} / {} | {:.0} % | {half} | {} / {} | {} / {} | {} | {:.0} / {:.0} | {:.0} / {:.0} |",
             raw.msgs_per_s,
             raw.mb_per_s,
             ms(raw.p50_us),
@@ -283,18 +351,22 @@ fn main() -> Result<()> {
             ms(rh.p50_us),
             ms(rh.p99_us),
             if ord.agree && oh.agree { "yes" } else { "NO" },
+            raw.cpu_ns_per_msg,
+            ord.cpu_ns_per_msg,
+            raw.cpu_pct,
+            ord.cpu_pct,
         );
     }
     if !baseline.is_empty() {
         println!();
         println!(
-            "| size | raw msgs/s | ordered msgs/s (this build) | ordered / raw | ordered msgs/s (baseline) | baseline / raw | half load (msgs/s per sender) | p50 / p99 ms at half (this build) | p50 / p99 ms at half (baseline) | digests agree (baseline) |"
+            "| size | raw msgs/s | ordered msgs/s (this build) | ordered / raw | ordered msgs/s (baseline) | baseline / raw | half load (msgs/s per sender) | p50 / p99 ms at half (this build) | p50 / p99 ms at half (baseline) | digests agree (baseline) | CPU ns/msg this / baseline |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
         for (size, raw, ord, base, half, oh, bh) in baseline {
             let r = raw.msgs_per_s.max(1.0);
             println!(
-                "| {size} B | {:.0} | {:.0} | {:.0} % | {:.0} | {:.0} % | {half} | {} / {} | {} / {} | {} |",
+                "| {size} B | {:.0} | {:.0} | {:.0} % | {:.0} | {:.0} % | {half} | {} / {} | {} / {} | {} | {:.0} / {:.0} |",
                 raw.msgs_per_s,
                 ord.msgs_per_s,
                 100.0 * ord.msgs_per_s / r,
@@ -305,6 +377,8 @@ fn main() -> Result<()> {
                 ms(bh.p50_us),
                 ms(bh.p99_us),
                 if base.agree && bh.agree { "yes" } else { "NO" },
+                ord.cpu_ns_per_msg,
+                base.cpu_ns_per_msg,
             );
         }
     }

@@ -424,13 +424,79 @@ fn wall_us() -> u64 {
         .unwrap_or(0)
 }
 
-/// A payload of `size` bytes carrying its send time and a sequence number.
-fn payload(size: usize, seq: u64, now_us: u64) -> Bytes {
-    let mut b = BytesMut::with_capacity(size);
-    b.put_u64_le(now_us);
-    b.put_u64_le(seq);
-    b.resize(size, (seq & 0xff) as u8);
-    b.freeze()
+/// Payloads are cut from slabs of this many bytes (or one payload, if bigger).
+const PAYLOAD_SLAB_BYTES: usize = 1 << 20;
+
+/// Makes payloads as slices of a shared slab: one allocation per slab instead of one per
+/// message, and a clone of a payload (the core keeps its own message for retransmission
+/// and sends another copy) is a reference-count increment, not a promotion to a new
+/// shared allocation as for a `Bytes` frozen from its own `Vec`.
+#[derive(Debug, Default)]
+struct Payloads {
+    slab: BytesMut,
+}
+
+impl Payloads {
+    /// A payload of `size` bytes carrying its send time and a sequence number.
+    fn make(&mut self, size: usize, seq: u64, now_us: u64) -> Bytes {
+        if self.slab.capacity() < size {
+            self.slab = BytesMut::with_capacity(PAYLOAD_SLAB_BYTES.max(size));
+        }
+        self.slab.put_u64_le(now_us);
+        self.slab.put_u64_le(seq);
+        self.slab.resize(size, (seq & 0xff) as u8);
+        self.slab.split().freeze()
+    }
+}
+
+/// CPU time of this process (user + system, all threads) in µs, from `/proc/self/stat`
+/// (clock ticks, taken as the Linux default of 100 per second); 0 where unreadable.
+fn cpu_us() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // After the command name in parentheses, fields start at the state (field 3); utime and
+    // stime are fields 14 and 15.
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    (tick(11) + tick(12)) * 10_000
+}
+
+/// The process's CPU time over the measured window (sampled by the main loop when it sees
+/// the window start and end, so within a loop turn of them).
+#[derive(Debug, Default)]
+struct CpuWindow {
+    start: Option<(u64, u64)>,
+    end: Option<(u64, u64)>,
+}
+
+impl CpuWindow {
+    fn poll(&mut self, app: &App) {
+        if self.end.is_some() {
+            return;
+        }
+        let now = wall_us();
+        if self.start.is_none() && now >= app.from_us {
+            self.start = Some((now, cpu_us()));
+        } else if self.start.is_some() && now >= app.to_us {
+            self.end = Some((now, cpu_us()));
+        }
+    }
+    /// `cpu_pct=` (share of one core over the window) and `cpu_ns_per_msg=` (CPU time per
+    /// delivered message in the window), for the RESULT line.
+    fn fields(&self, delivered: u64) -> String {
+        match (self.start, self.end) {
+            (Some((w0, c0)), Some((w1, c1))) if w1 > w0 => format!(
+                "cpu_pct={:.0} cpu_ns_per_msg={:.0}",
+                100.0 * (c1 - c0) as f64 / (w1 - w0) as f64,
+                1000.0 * (c1 - c0) as f64 / delivered.max(1) as f64
+            ),
+            _ => "cpu_pct=0 cpu_ns_per_msg=0".into(),
+        }
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
@@ -661,6 +727,8 @@ async fn run_ordered(
     let mut heartbeat =
         tokio::time::interval(Duration::from_micros((o.heartbeat_ms * 500).max(500)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut cpu = CpuWindow::default();
+    let mut payloads = Payloads::default();
     loop {
         tokio::select! {
             inp = d.recv() => {
@@ -714,7 +782,7 @@ async fn run_ordered(
                 let now = wall_us();
                 let first = seq;
                 let mut gen = (first..first + n as u64)
-                    .map(|s| payload(o.size, s, now))
+                    .map(|s| payloads.make(o.size, s, now))
                     .peekable();
                 match d.send_batch(&mut gen) {
                     Ok(ids) => {
@@ -729,6 +797,7 @@ async fn run_ordered(
         }
         d.flush();
         if measuring {
+            cpu.poll(&d.app);
             let now = Instant::now();
             if sending && now >= stop_at {
                 sending = false;
@@ -738,7 +807,8 @@ async fn run_ordered(
                 let s = d.stats().clone();
                 let t = d.transport.stats();
                 let extra = format!(
-                    "epoch={} persist_groups={} data_frames={} data_batches_in={} rows_sent={} rows_in={} refused={} bytes_out={}",
+                    "{} epoch={} persist_groups={} data_frames={} data_batches_in={} rows_sent={} rows_in={} refused={} bytes_out={}",
+                    cpu.fields(d.app.win_count),
                     d.node.epoch(),
                     s.persist_groups,
                     s.data_frames,
@@ -788,6 +858,8 @@ async fn run_raw(
     let mut cmds_open = true;
     // Raw deliveries are numbered per sender in arrival order (no agreed order exists).
     let mut recv_count: BTreeMap<NodeId, u64> = BTreeMap::new();
+    let mut cpu = CpuWindow::default();
+    let mut payloads = Payloads::default();
     loop {
         tokio::select! {
             ev = t.recv() => {
@@ -838,7 +910,7 @@ async fn run_raw(
                 let now = wall_us();
                 let mut msgs = Vec::with_capacity(fit);
                 for _ in 0..fit {
-                    let p = payload(o.size, seq, now);
+                    let p = payloads.make(o.size, seq, now);
                     let id = MsgId { sender: me, seq };
                     app.record(now, id, Version { epoch: 0, seq }, &p);
                     msgs.push(DataMsg::App {
@@ -868,6 +940,7 @@ async fn run_raw(
             }
         }
         if measuring {
+            cpu.poll(&app);
             let now = Instant::now();
             if sending && now >= stop_at {
                 sending = false;
@@ -876,8 +949,10 @@ async fn run_raw(
                 reported = true;
                 let st = t.stats();
                 let extra = format!(
-                    "bytes_out={} dropped={}",
-                    st.bytes_sent, st.frames_dropped_full
+                    "{} bytes_out={} dropped={}",
+                    cpu.fields(app.win_count),
+                    st.bytes_sent,
+                    st.frames_dropped_full
                 );
                 result_line(&o, &mut app, seq, &extra);
             }

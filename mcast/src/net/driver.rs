@@ -168,24 +168,6 @@ impl DataRun {
             self.len,
         )
     }
-    fn into_message(mut self) -> Message {
-        if self.parts.len() == 1 {
-            if let Some(b) = self.parts.pop() {
-                return Message::Data(b);
-            }
-        }
-        let mut msgs = Vec::with_capacity(self.len);
-        for p in &self.parts {
-            msgs.extend(p.msgs.iter().cloned());
-        }
-        Message::Data(Arc::new(DataBatch {
-            epoch: self.epoch,
-            shard: self.shard,
-            sender_rank: self.rank,
-            first_index: self.first_index,
-            msgs,
-        }))
-    }
 }
 
 /// Runs a [`Node`] over a transport. See the module docs.
@@ -590,7 +572,11 @@ impl<T: Transport, A: Application> Driver<T, A> {
                 let frame = match cache.iter().find(|(k, _)| *k == key) {
                     Some((_, f)) => f.clone(),
                     None => {
-                        let f = self.encode(&run.into_message());
+                        // One frame for the whole run, encoded from the node's batches as
+                        // they are (no merged copy of the messages).
+                        self.scratch.reserve(run.bytes + 64);
+                        codec::encode_data_run(&run.parts, &mut self.scratch);
+                        let f = self.scratch.split().freeze();
                         cache.push((key, f.clone()));
                         f
                     }
