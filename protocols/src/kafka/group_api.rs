@@ -251,12 +251,20 @@ impl<N: Node> KafkaBroker<N> {
         for gid in req.groups_names {
             let name = gid.0.as_str().to_string();
             let in_memory = self.groups.delete(&name);
-            let _ = self.persist_groups().await;
-            let had_offsets =
-                in_memory != code::NON_EMPTY_GROUP && self.delete_committed(&name).await;
-            let e = match in_memory {
-                code::GROUP_ID_NOT_FOUND if had_offsets => code::NONE,
-                other => other,
+            // A deletion is answered NONE only once it is stored: the group's tombstone and
+            // every committed offset's (a failed one is retried by the next persist / the
+            // client's retry of DeleteGroups).
+            let stored = self.persist_groups().await;
+            let offsets = if in_memory == code::NON_EMPTY_GROUP {
+                Ok(false)
+            } else {
+                self.delete_committed(&name).await
+            };
+            let e = match (in_memory, stored, offsets) {
+                (code::NON_EMPTY_GROUP, _, _) => code::NON_EMPTY_GROUP,
+                (_, Err(e), _) | (_, _, Err(e)) => coordinator_code(&e, false),
+                (code::GROUP_ID_NOT_FOUND, Ok(()), Ok(true)) => code::NONE,
+                (other, Ok(()), Ok(_)) => other,
             };
             results.push(
                 DeletableGroupResult::default()

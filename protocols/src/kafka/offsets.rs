@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::broker::{code, coordinator_code, sb, KafkaBroker};
 use super::groups::GROUP_ID_BYTES_MAX;
 use super::topics::OFFSETS_POOL;
-use crate::node::{Node, PutRequest};
+use crate::node::{Node, NodeError, PutRequest};
 
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,15 +86,22 @@ impl<N: Node> KafkaBroker<N> {
         out
     }
 
-    /// Deletes every committed offset of `group`; whether there were any.
-    pub(crate) async fn delete_committed(&self, group: &str) -> bool {
+    /// Deletes every committed offset of `group`: whether there were any, or the error of
+    /// the first delete that could not be stored (the others are still tried).
+    pub(crate) async fn delete_committed(&self, group: &str) -> Result<bool, NodeError> {
         let parts = self.committed_partitions(group);
+        let mut failed = None;
         for (t, p) in &parts {
             let mut put = PutRequest::new(OFFSETS_POOL, offset_key(group, t, *p), Bytes::new());
             put.tombstone = true;
-            let _ = self.node.put(put).await;
+            if let Err(e) = self.node.put(put).await {
+                failed.get_or_insert(e);
+            }
         }
-        !parts.is_empty()
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(!parts.is_empty()),
+        }
     }
 
     pub(crate) async fn offset_commit(&self, req: OffsetCommitRequest) -> OffsetCommitResponse {

@@ -1589,6 +1589,59 @@ async fn failed_group_state_writes_are_errors_and_memory_follows_the_store() {
     assert_eq!((r.generation, r.state.as_str()), (gen, "Stable"));
 }
 
+/// DeleteGroups must not answer NONE for a deletion that was not stored (the group and its
+/// committed offsets would come back after a restart): with the disk failing it answers
+/// NOT_COORDINATOR and the offsets are still there; once the disk works, the retry deletes
+/// them and answers NONE.
+#[tokio::test]
+async fn delete_groups_reports_an_unstored_deletion_as_an_error() {
+    use offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use offset_fetch_request::OffsetFetchRequestTopic;
+    use std::sync::atomic::Ordering::SeqCst;
+    let node = Arc::new(MemNode::default());
+    let b = KafkaBroker::new(node.clone(), KafkaConfig::default())
+        .await
+        .expect("broker");
+    assert_eq!(create(&b, "dg", 1, &[]).await, 0);
+    // Offsets committed by a group that has no members (a simple consumer, generation -1).
+    let c = call(
+        &b,
+        8,
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(sb("dgg")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(sb("dg")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(9)])]),
+    )
+    .await;
+    assert_eq!(c.topics[0].partitions[0].error_code, 0);
+    async fn committed(b: &KafkaBroker<MemNode>) -> i64 {
+        let f = call(
+            b,
+            7,
+            OffsetFetchRequest::default()
+                .with_group_id(GroupId(sb("dgg")))
+                .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(sb("dg")))
+                    .with_partition_indexes(vec![0])])),
+        )
+        .await;
+        f.topics[0].partitions[0].committed_offset
+    }
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(sb("dgg"))]);
+    node.fsync_fails.store(true, SeqCst);
+    let r = call(&b, 2, delete.clone()).await;
+    assert_eq!(r.results[0].error_code, code::NOT_COORDINATOR);
+    node.fsync_fails.store(false, SeqCst);
+    assert_eq!(committed(&b).await, 9, "the offsets were not deleted");
+    let r = call(&b, 2, delete).await;
+    assert_eq!(r.results[0].error_code, code::NONE);
+    assert_eq!(committed(&b).await, -1, "deleted now");
+}
+
 mod fuzz_lite {
     //! Random corruption of valid request frames (a proptest stand-in for `cargo fuzz`, run in
     //! CI): the dispatcher must answer or refuse, never panic, and the broker must still serve
