@@ -25,7 +25,8 @@
 //!    disk holds ([`Recovered`]: every control record written, the delivered log's end, a boot
 //!    counter); a node with nothing usable on disk rejoins as [`NodeId::next_incarnation`];
 //! 2. feeds inputs, each with the current time: [`Node::handle_message`] for every message
-//!    from a peer (the transport vouches for the sender id), [`Node::tick`] at
+//!    from a peer (the transport vouches for the sender id; [`Node::handle_messages`] for
+//!    several that arrived together: one protocol step for all of them), [`Node::tick`] at
 //!    [`Node::next_timeout`] (or more often), [`Node::send`] for application messages,
 //!    [`Node::peer_lost`] when a connection breaks (a suspicion, never silent loss),
 //!    [`Node::persisted`] / [`Node::control_persisted`] when a requested write is durable,

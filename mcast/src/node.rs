@@ -686,9 +686,59 @@ impl Node {
         self.step();
     }
 
+    /// Several messages that arrived together (e.g. every frame the transport had ready):
+    /// each is handled as by [`Node::handle_message`], but the protocol step (delivery,
+    /// nulls, pruning, frontiers, the row push) runs once after a run of data batches and
+    /// rows instead of after each one, as if they had come in one packet. Joins and state
+    /// transfers are stepped at once, as alone. The result is one of the outcomes of
+    /// handling the same messages one by one with no step in between (rows are monotone
+    /// snapshots, of which the newest counts; data batches only extend the received
+    /// streams), with fewer rows and smaller per-step costs.
+    pub fn handle_messages<I>(&mut self, now_us: u64, msgs: I)
+    where
+        I: IntoIterator<Item = (NodeId, Message)>,
+    {
+        self.advance(now_us);
+        let mut pending = false;
+        for (from, msg) in msgs {
+            match msg {
+                Message::Row(row) => {
+                    self.on_row(from, row);
+                    pending = true;
+                }
+                Message::Data(batch) => {
+                    self.on_data(from, batch);
+                    pending = true;
+                }
+                Message::Join { from: joiner } => {
+                    self.on_join(joiner);
+                    self.step();
+                    pending = false;
+                }
+                Message::State(st) => {
+                    self.on_state(from, st);
+                    self.step();
+                    pending = false;
+                }
+            }
+        }
+        if pending {
+            self.step();
+        }
+    }
+
     /// Next action to carry out, in order.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let a = self.actions.pop_front();
+        if self.actions.is_empty() {
+            // Start the next burst at the front of the ring again: a drained `VecDeque`
+            // otherwise goes on where it stopped and cycles through its whole capacity
+            // (grown to the largest burst of deliveries), so every action written and read
+            // back is a cache miss; restarting keeps the next burst in the memory this one
+            // just used.
+            self.actions.clear();
+        }
+        a
     }
 
     /// Like [`Node::send`] for several messages at once: admits payloads from `payloads`

@@ -1,7 +1,9 @@
 //! The driver (`net::Driver`) running two real nodes over `TcpTransport` on 127.0.0.1 in one
 //! process: both multicast, both must deliver the same sequence (same message ids in the same
-//! order with the same versions), and the driver's batching must show: fewer data frames and
-//! rows on the wire than the node emitted (merged batches, newest row per peer only).
+//! order with the same versions), and the driver's batching must show: no more data frames and
+//! rows on the wire than the node emitted (merged batches, newest row per peer only), and
+//! frames that were ready together fed to the node as one batch (one protocol step, so
+//! fewer steps than frames).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -90,7 +92,10 @@ async fn two_drivers_deliver_the_same_sequence_with_batching() {
     );
     for d in [&da, &db] {
         let s = d.stats();
-        assert!(s.rows_sent < s.rows_in, "rows not coalesced: {s:?}");
+        // Since the node steps once per input batch it rarely emits two rows for a peer
+        // within one flush, so the driver's coalescing seldom has anything to drop.
+        assert!(s.rows_sent <= s.rows_in, "rows not coalesced: {s:?}");
+        assert!(s.input_batches < s.events, "inputs not batched: {s:?}");
         assert!(s.data_frames <= s.data_batches_in, "{s:?}");
         assert_eq!(s.peers_lost, 0, "{s:?}");
     }

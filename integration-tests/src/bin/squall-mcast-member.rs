@@ -735,8 +735,7 @@ async fn run_ordered(
                 match inp {
                     None => break,
                     Some(DriverInput::Event(ev)) => {
-                        d.handle(ev);
-                        d.pump();
+                        d.handle_and_pump(ev);
                     }
                     Some(DriverInput::Persisted(done)) => {
                         d.on_persist_done(done);
@@ -807,10 +806,11 @@ async fn run_ordered(
                 let s = d.stats().clone();
                 let t = d.transport.stats();
                 let extra = format!(
-                    "{} epoch={} persist_groups={} data_frames={} data_batches_in={} rows_sent={} rows_in={} refused={} bytes_out={}",
+                    "{} epoch={} persist_groups={} input_batches={} data_frames={} data_batches_in={} rows_sent={} rows_in={} refused={} bytes_out={}",
                     cpu.fields(d.app.win_count),
                     d.node.epoch(),
                     s.persist_groups,
+                    s.input_batches,
                     s.data_frames,
                     s.data_batches_in,
                     s.rows_sent,

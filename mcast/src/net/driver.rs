@@ -140,6 +140,8 @@ pub struct DriverStats {
     pub bad_snapshots: u64,
     /// `PeerLost` events fed to the node.
     pub peers_lost: u64,
+    /// Batches of messages fed to the node with one protocol step each ([`Driver::pump`]).
+    pub input_batches: u64,
 }
 
 /// Data for one peer, gathered during a drain: consecutive batches of one stream, kept as
@@ -189,6 +191,8 @@ pub struct Driver<T: Transport, A: Application> {
     rows_out: BTreeMap<NodeId, Arc<Row>>,
     other_out: Vec<(NodeId, Message)>,
     loopback: VecDeque<Message>,
+    /// Messages taken by [`Driver::pump`] (kept for its capacity).
+    inbox: Vec<(NodeId, Message)>,
     scratch: BytesMut,
     stats: DriverStats,
     removed: bool,
@@ -232,6 +236,7 @@ impl<T: Transport, A: Application> Driver<T, A> {
             rows_out: BTreeMap::new(),
             other_out: Vec::new(),
             loopback: VecDeque::new(),
+            inbox: Vec::new(),
             scratch: BytesMut::new(),
             stats: DriverStats::default(),
             removed: false,
@@ -364,19 +369,53 @@ impl<T: Transport, A: Application> Driver<T, A> {
     }
 
     /// Takes every event the transport has ready (up to [`EVENTS_PER_BATCH_MAX`]) and feeds
-    /// them to the node. Returns how many were taken.
+    /// them to the node: the messages together ([`Node::handle_messages`]: one protocol
+    /// step for all of them, not one per frame), a lost peer at once. Returns how many
+    /// were taken.
     pub fn pump(&mut self) -> usize {
+        self.pump_from(None)
+    }
+
+    /// Like [`Driver::pump`], starting with `first` (an event the caller already took, e.g.
+    /// from [`Driver::recv`]), so that it joins the same batch.
+    pub fn handle_and_pump(&mut self, first: TransportEvent) -> usize {
+        self.pump_from(Some(first))
+    }
+
+    fn pump_from(&mut self, mut first: Option<TransportEvent>) -> usize {
         // One clock read for the batch: these events were all ready at the same moment.
         let now = self.clock.now_us();
         let mut n = 0;
+        let mut msgs = std::mem::take(&mut self.inbox);
         while n < EVENTS_PER_BATCH_MAX {
-            let Some(ev) = self.transport.try_recv() else {
+            let Some(ev) = first.take().or_else(|| self.transport.try_recv()) else {
                 break;
             };
-            self.handle_at(now, ev);
             n += 1;
+            self.stats.events += 1;
+            match ev {
+                TransportEvent::Message { from, msg } => msgs.push((from, msg)),
+                lost @ TransportEvent::PeerLost { .. } => {
+                    // In order: what came before the loss first.
+                    self.feed(now, &mut msgs);
+                    self.stats.events -= 1; // counted again by handle_at
+                    self.handle_at(now, lost);
+                }
+            }
         }
+        self.feed(now, &mut msgs);
+        self.inbox = msgs;
         n
+    }
+
+    /// Hands `msgs` to the node as one batch (leaves `msgs` empty, capacity kept).
+    fn feed(&mut self, now: u64, msgs: &mut Vec<(NodeId, Message)>) {
+        if msgs.is_empty() {
+            return;
+        }
+        self.stats.input_batches += 1;
+        self.node.handle_messages(now, msgs.drain(..));
+        self.drain_actions_at(now);
     }
 
     /// Waits for the next transport event or tick, then takes everything that is ready,
@@ -386,8 +425,7 @@ impl<T: Transport, A: Application> Driver<T, A> {
         tokio::select! {
             ev = self.transport.recv() => {
                 let Some(ev) = ev else { return false };
-                self.handle(ev);
-                self.pump();
+                self.handle_and_pump(ev);
             }
             done = file_done(self.file.as_mut()) => self.on_persist_done(done),
             _ = tokio::time::sleep(wait) => {}
