@@ -173,10 +173,10 @@ run "$KB" wire --bootstrap "$B" --partitions "$PARTITIONS" --size 1024 --records
     --topic-config squall.durable=false --label wire-volatile-1k
 run "$KB" wire --bootstrap "$B" --partitions "$PARTITIONS" --size 1024 --records "$RECORDS" \
     --connections 2 --topic-config squall.durable=false --label wire-volatile-1k-c2
-echo "== loopback TCP, same bytes" >&2
-run "$KB" raw-tcp --total-bytes "$BYTES" --label tcp
+echo "== loopback TCP, same bytes (median of 5 streams; CPU columns are for all 5)" >&2
+run "$KB" raw-tcp --total-bytes "$BYTES" --repeat 5 --label tcp
 echo "== loopback TCP into fresh 1 MiB buffers that are kept (what an in-memory broker must touch)" >&2
-run "$KB" raw-tcp --total-bytes "$BYTES" --retain-bytes 1048576 --label tcp-retain
+run "$KB" raw-tcp --total-bytes "$BYTES" --retain-bytes 1048576 --repeat 5 --label tcp-retain
 echo "== the same producer against a null sink (acknowledges, discards)" >&2
 "$KB" null-sink --listen "127.0.0.1:$SPORT" > "$OUT/null-sink.log" 2>&1 &
 SINK_PID=$!
