@@ -247,6 +247,17 @@ impl<N: Node> KafkaBroker<N> {
         }
     }
 
+    /// Whether the batch stored at `base` is `b` (same producer, epoch and first sequence).
+    fn batch_stored_at(&self, topic: &str, key: &str, base: i64, b: &BatchInfo) -> bool {
+        let Ok(e) = self.node.get_version(topic, key, base.max(0) as u64) else {
+            return false;
+        };
+        e.version.key_version as i64 == base
+            && super::batch::stored_producer(&e.value).is_some_and(|(pid, epoch, first, _)| {
+                pid == b.producer_id && epoch == b.producer_epoch && first == b.base_sequence
+            })
+    }
+
     pub(crate) fn partition_producers(
         &self,
         key: &str,
@@ -438,8 +449,23 @@ impl<N: Node> KafkaBroker<N> {
         let mut append_ms = -1;
         let mut durable = Vec::new();
         for (b, ckey) in batches.iter().zip(keys) {
-            if let Some(g) = guard.as_ref() {
-                match g.check(b) {
+            if let Some(g) = guard.as_mut() {
+                let mut verdict = g.check(b);
+                if let SequenceCheck::Duplicate(base) = verdict {
+                    // Answer a duplicate only for a batch that is really stored: wait until
+                    // what is applied is durable, then look. A batch recorded here but lost
+                    // (its fsync failed, and nobody was left to forget it: acks=0, or the
+                    // connection closed first) must be written again, not acknowledged.
+                    if let Err(e) = self.node.flushed().await {
+                        return PartitionResult::err(code::KAFKA_STORAGE_ERROR, e.to_string());
+                    }
+                    if !self.batch_stored_at(topic, &key, base, b) {
+                        g.forget();
+                        self.rebuild_producers(topic, &key, g);
+                        verdict = g.check(b);
+                    }
+                }
+                match verdict {
                     SequenceCheck::Append => {}
                     SequenceCheck::Duplicate(base) => {
                         // The original may still wait for its fsync (an earlier request of

@@ -1434,24 +1434,39 @@ async fn idempotent_retry_after_a_failed_durable_write_is_stored_exactly_once() 
     // A further retry of it is a recognised duplicate, not a second copy.
     assert_eq!(produce(&b, "dur", 0, b2).await, (0, 2));
 
+    // 1b. The same with nobody left to forget the lost batch (acks=0 waits for nothing): the
+    // retry must still find that the batch is not stored, and write it.
+    node.fsync_fails.store(true, SeqCst);
+    let b3 = batch(4, &[("k", "c4")]);
+    let r = b
+        .handle(
+            frame(ApiKey::Produce, 9, &produce_req("dur", 0, b3.clone(), 0)),
+            "/127.0.0.1",
+        )
+        .await
+        .expect("acks=0 produce");
+    assert!(r.is_none(), "acks=0 gets no response");
+    node.fsync_fails.store(false, SeqCst);
+    assert_eq!(produce(&b, "dur", 0, b3).await, (0, 4));
+
     // 2. The disk is full: the write is refused before it is applied.
     node.disk_full.store(true, SeqCst);
-    let b4 = batch(4, &[("k", "c4")]);
+    let b4 = batch(5, &[("k", "d5")]);
     assert_eq!(
         produce(&b, "dur", 0, b4.clone()).await.0,
         code::KAFKA_STORAGE_ERROR
     );
     node.disk_full.store(false, SeqCst);
-    assert_eq!(produce(&b, "dur", 0, b4).await, (0, 4));
+    assert_eq!(produce(&b, "dur", 0, b4).await, (0, 5));
     assert_eq!(
-        produce(&b, "dur", 0, batch(5, &[("k", "d5")])).await,
-        (0, 5)
+        produce(&b, "dur", 0, batch(6, &[("k", "e6")])).await,
+        (0, 6)
     );
 
     // Every record exactly once, in order, at dense offsets.
     let (err, hwm, got) = fetch(&b, "dur", 0, 0).await;
-    assert_eq!((err, hwm), (0, 6));
-    let want: Vec<(i64, String)> = ["a0", "a1", "b2", "b3", "c4", "d5"]
+    assert_eq!((err, hwm), (0, 7));
+    let want: Vec<(i64, String)> = ["a0", "a1", "b2", "b3", "c4", "d5", "e6"]
         .iter()
         .enumerate()
         .map(|(i, v)| (i as i64, v.to_string()))
