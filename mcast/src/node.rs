@@ -690,10 +690,11 @@ impl Node {
     /// each is handled as by [`Node::handle_message`], but the protocol step (delivery,
     /// nulls, pruning, frontiers, the row push) runs once after a run of data batches and
     /// rows instead of after each one, as if they had come in one packet. Joins and state
-    /// transfers are stepped at once, as alone. The result is one of the outcomes of
-    /// handling the same messages one by one with no step in between (rows are monotone
-    /// snapshots, of which the newest counts; data batches only extend the received
-    /// streams), with fewer rows and smaller per-step costs.
+    /// transfers are stepped at once, as alone. This is safe because a step only reads the
+    /// state the handlers leave: rows are monotone snapshots of which the newest counts (the
+    /// sender's driver already sends only its newest row per flush), and data batches only
+    /// extend the received streams; the node behaves as if the messages had come in one
+    /// packet, with fewer rows and fewer per-step costs.
     pub fn handle_messages<I>(&mut self, now_us: u64, msgs: I)
     where
         I: IntoIterator<Item = (NodeId, Message)>,
