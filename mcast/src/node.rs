@@ -135,7 +135,8 @@ struct EpochState {
     /// here: only nulls and delivered messages lie before it, so [`Node::local_frontier`]
     /// starts there (it only moves forward within an epoch, see `advance_frontier_cursor`).
     frontier_cursor: u64,
-    /// Per sender rank: received messages not yet delivered (kept as the batches they came in).
+    /// Per sender rank: received messages not yet delivered (kept as the batches they came
+    /// in). Our own rank's stream stays empty: own messages are delivered from `sent`.
     recv: Vec<RecvStream>,
     /// Next position to deliver (= positions delivered).
     delivered: u64,
@@ -164,7 +165,22 @@ struct EpochState {
 
 impl EpochState {
     fn received(&self, r: usize) -> u64 {
-        self.recv[r].received()
+        if r == self.rank {
+            // Our own stream counts as received as soon as it is in `sent`.
+            self.next_index()
+        } else {
+            self.recv[r].received()
+        }
+    }
+    /// The message with index `k` of sender rank `r`, if still held (own messages are
+    /// read from `sent`, which keeps them until they are delivered everywhere).
+    fn held(&self, r: usize, k: u64) -> Option<&DataMsg> {
+        if r == self.rank {
+            let i = k.checked_sub(self.sent_base)?;
+            self.sent.get(usize::try_from(i).ok()?).map(|s| &s.msg)
+        } else {
+            self.recv[r].get(k)
+        }
     }
     fn next_index(&self) -> u64 {
         self.sent_base + self.sent.len() as u64
@@ -1746,11 +1762,8 @@ impl Node {
         let last = self.ep.next_index();
         if last > first {
             self.row_dirty = true;
-            // Our own copy counts as received.
-            let own: Vec<DataMsg> = (first..last)
-                .map(|i| self.ep.sent[(i - self.ep.sent_base) as usize].msg.clone())
-                .collect();
-            self.ep.recv[me].push_batch(first, own);
+            // Our own messages count as received from here (`EpochState::received`) and are
+            // delivered from `sent`: no second copy.
             let peers: Vec<NodeId> = self
                 .ep
                 .shard_members
@@ -1885,8 +1898,8 @@ impl Node {
                 let q2 = q + 1;
                 let (k2, r2) = (q2 / n, (q2 % n) as usize);
                 let both_app = |me: &Self, k: u64, r: usize| {
-                    me.ep.recv[r]
-                        .get(k)
+                    me.ep
+                        .held(r, k)
                         .is_some_and(|m| matches!(m, DataMsg::App { .. }))
                 };
                 if k2 < stable[r2] && both_app(self, k, r) && both_app(self, k2, r2) {
@@ -1921,8 +1934,15 @@ impl Node {
     fn deliver_position_at(&mut self, q: u64, next: u64) -> bool {
         let n = self.ep.n();
         let (k, r) = (q / n, (q % n) as usize);
-        // Taken, not cloned: a delivered position is never read again (`prune` drops it).
-        let Some(msg) = self.ep.recv[r].take(k) else {
+        // A peer's message is taken, not cloned: a delivered position is never read again
+        // (`prune` drops it). An own message stays in `sent` for retransmission until it is
+        // delivered everywhere: its payload is shared.
+        let msg = if r == self.ep.rank {
+            self.ep.held(r, k).cloned()
+        } else {
+            self.ep.recv[r].take(k)
+        };
+        let Some(msg) = msg else {
             return false;
         };
         self.ep.delivered = next;

@@ -1,4 +1,5 @@
-//! [`RecvStream`]: the messages of one sender held by a node until it delivers them.
+//! [`RecvStream`]: the messages of one sender held by a node until it delivers them (a
+//! peer's; the node's own messages are delivered from its `sent` stream).
 //!
 //! Messages arrive in batches (a decoded [`DataBatch`](crate::messages::DataBatch) holds up
 //! to `batch_messages_max` of them) and leave one by one, in index order, at delivery. The
