@@ -198,3 +198,21 @@ fn inv8_cut_catches_a_frontier_published_before_delivery() {
     });
     assert!(caught(&o, "inv8 cut", 100).is_some());
 }
+
+#[test]
+fn liveness_catches_sends_admitted_while_restarting() {
+    // Seed 6323 (default options) restarts a member from disk that takes a snapshot under an
+    // older, non-restart decision and then offers messages; the restart view that follows
+    // installs it without state and clears its queue. With the bug the core admits those
+    // messages (and they are never delivered); without it `send` answers WouldBlock.
+    let o = on_all(PlantedBugs {
+        send_while_restarting: true,
+        ..Default::default()
+    });
+    let r = run(6323, &o);
+    assert!(
+        r.violations.iter().any(|v| v.contains("never delivered")),
+        "violations: {:?}",
+        r.violations
+    );
+}

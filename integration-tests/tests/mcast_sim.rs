@@ -34,6 +34,14 @@ fn regression_seeds_all_faults_part2() {
     run_range(400..800, &SimOptions::default());
 }
 
+/// Seeds that once failed, outside the ranges above. 6323: a member restarting from disk
+/// admitted sends that the restart view then cleared (fixed by refusing sends while
+/// restarting; `mcast_planted_bugs` plants the old behaviour back).
+#[test]
+fn regression_seeds_found_later() {
+    run_range(6323..6324, &SimOptions::default());
+}
+
 #[test]
 fn regression_seeds_durable_two_shards() {
     let opts = SimOptions {

@@ -72,6 +72,7 @@ fn parse() -> Result<(u64, u64, SimOptions, bool, Vec<String>)> {
                     "snapshot_before_trim" => b.snapshot_before_trim = true,
                     "restart_least_advanced" => b.restart_least_advanced = true,
                     "frontier_before_delivered" => b.frontier_before_delivered = true,
+                    "send_while_restarting" => b.send_while_restarting = true,
                     "cput_unconditional" => opts.app_bug_cput = true,
                     other => bail!("unknown planted bug {other}"),
                 }
