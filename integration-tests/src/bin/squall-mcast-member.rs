@@ -6,7 +6,7 @@
 //!     [--mode ordered|raw] [--size BYTES] [--rate MSGS_PER_S] [--window W]
 //!     [--heartbeat-ms MS] [--suspect-ms MS] [--paused] [--status-ms MS]
 //!     [--warmup-ms MS --measure-ms MS [--drain-ms MS] [--linger-ms MS]]
-//!     [--durable --data-dir DIR] [--exit-on-removed]
+//!     [--durable --data-dir DIR [--checkpoint-bytes N]] [--exit-on-removed]
 //! ```
 //! * `--peer` names the other initial members (`--join`: the contacts to join through).
 //!   Without `--join` the member waits until it is connected to every peer, then starts
@@ -25,6 +25,9 @@
 //!   an earlier run's files restores the application from them (snapshot + delivered
 //!   entries), prints `RECOVERED …` and calls `Node::restart` (no bootstrap barrier: the
 //!   core waits for a strict majority of its last view itself).
+//!   `--checkpoint-bytes N` (default `CHECKPOINT_BYTES_DEFAULT`, 64 MiB): once the entries
+//!   after the log's base pass N bytes (or the base snapshot's size, if larger) the driver
+//!   checkpoints the application's state and the file is compacted to it.
 //! * `--exit-on-removed`: exit (status 0, after `EXIT reason=removed`) once the group
 //!   removed this member (it must come back as a joiner under its next incarnation, with
 //!   an empty data dir); without it the process stays up, idle.
@@ -98,6 +101,7 @@ struct Opts {
     linger_ms: u64,
     durable: bool,
     data_dir: Option<PathBuf>,
+    checkpoint_bytes: u64,
     exit_on_removed: bool,
 }
 
@@ -122,6 +126,7 @@ fn parse() -> Result<Opts> {
         linger_ms: 1000,
         durable: false,
         data_dir: None,
+        checkpoint_bytes: squall_mcast::net::persist::CHECKPOINT_BYTES_DEFAULT,
         exit_on_removed: false,
     };
     let mut have_id = false;
@@ -169,6 +174,7 @@ fn parse() -> Result<Opts> {
             "--durable" => o.durable = true,
             "--exit-on-removed" => o.exit_on_removed = true,
             "--data-dir" => o.data_dir = Some(PathBuf::from(val()?)),
+            "--checkpoint-bytes" => o.checkpoint_bytes = val()?.parse()?,
             a => bail!("unknown argument {a}"),
         }
         i += 1;
@@ -570,8 +576,12 @@ async fn run(o: Opts) -> Result<()> {
     if let Some(dir) = &o.data_dir {
         let (mut f, rec) = FilePersist::open(dir)?;
         if bug == "drop_entries" {
-            f.plant_bugs(PersistBugs { drop_entries: true });
+            f.plant_bugs(PersistBugs {
+                drop_entries: true,
+                ..PersistBugs::default()
+            });
         }
+        f.set_checkpoint_bytes(o.checkpoint_bytes);
         let restarting = rec.recovered.boot > 0;
         if restarting {
             app.restore(&rec)?;

@@ -142,6 +142,8 @@ pub struct DriverStats {
     pub peers_lost: u64,
     /// Batches of messages fed to the node with one protocol step each ([`Driver::pump`]).
     pub input_batches: u64,
+    /// Durable mode: checkpoints taken to compact the log.
+    pub checkpoints: u64,
 }
 
 /// Data for one peer, gathered during a drain: consecutive batches of one stream, kept as
@@ -451,6 +453,17 @@ impl<T: Transport, A: Application> Driver<T, A> {
             }
         }
         if let Some(f) = self.file.as_mut() {
+            // Bounded log: once enough entries piled up after the log's base, the
+            // application's state (which is exactly the log's, up to its end) becomes the
+            // new base and the writer compacts the file (`FilePersist::checkpoint`).
+            if let (true, Some(shard)) = (f.wants_checkpoint(), f.holds()) {
+                let (version, ts) = f.log_end();
+                let data = self.app.capture_snapshot(shard, version);
+                if let Err(e) = f.checkpoint(shard, version, ts, &data) {
+                    self.persist_failed.get_or_insert(e.to_string());
+                }
+                self.stats.checkpoints += 1;
+            }
             f.submit();
         }
         self.stats.batches += 1;

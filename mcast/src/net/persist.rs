@@ -75,12 +75,16 @@ pub const FRAME_BODY_MAX: usize = 512 << 20;
 pub const RECORD_BYTES_MAX: usize = limits::SNAPSHOT_BYTES_MAX + 64;
 /// Largest file recovery reads into memory.
 pub const WAL_BYTES_MAX: u64 = 16 << 30;
+/// Default of [`FilePersist::set_checkpoint_bytes`]: entry bytes after the log's base that
+/// make [`FilePersist::wants_checkpoint`] true.
+pub const CHECKPOINT_BYTES_DEFAULT: u64 = 64 << 20;
 
 const K_BOOT: u8 = 1;
 const K_CONTROL: u8 = 2;
 const K_FOUNDED: u8 = 3;
 const K_SNAPSHOT: u8 = 4;
 const K_ENTRY: u8 = 5;
+const K_IDENTITY: u8 = 6;
 
 const C_PROMISED: u8 = 1;
 const C_ACCEPTED: u8 = 2;
@@ -100,6 +104,12 @@ pub struct FileRecovery {
     pub entries: Vec<Delivery>,
     /// A torn tail that was cut: `(offset, bytes)`.
     pub torn: Option<(u64, u64)>,
+    /// Bytes of the entries after the base (what a checkpoint would make dead).
+    pub live_bytes: u64,
+    /// The newest identity record ([`FilePersist::record_identity`]): the full id this data
+    /// dir belongs to and whether the group removed that incarnation (then the dir's state
+    /// is dead: the member must come back as `id.next_incarnation()`, a joiner).
+    pub identity: Option<(NodeId, bool)>,
 }
 
 /// Requests a pile of writes made durable; sent back by the writer thread.
@@ -134,6 +144,27 @@ impl Pile {
 pub struct PersistBugs {
     /// Confirm `Persist` requests without writing the delivered entries.
     pub drop_entries: bool,
+    /// A compacting rewrite (checkpoint) drops the first live entry after the new base.
+    pub compaction_drops_live_entry: bool,
+}
+
+/// Faults the writer thread injects (tests only; shared with the thread).
+#[derive(Debug, Default)]
+struct WriterFaults {
+    /// `PersistBugs::compaction_drops_live_entry`.
+    drop_live_entry: std::sync::atomic::AtomicBool,
+    /// A raw OS error code (e.g. ENOSPC) the next write fails with; 0 = none.
+    write_error: std::sync::atomic::AtomicI32,
+    /// A raw OS error code (e.g. EIO) the next fsync fails with (after its write); 0 = none.
+    sync_error: std::sync::atomic::AtomicI32,
+}
+
+/// An injected error, once (then cleared).
+fn take_fault(slot: &std::sync::atomic::AtomicI32) -> std::io::Result<()> {
+    match slot.swap(0, std::sync::atomic::Ordering::Relaxed) {
+        0 => Ok(()),
+        code => Err(std::io::Error::from_raw_os_error(code)),
+    }
 }
 
 /// The file-backed persistence of one member. See the module docs.
@@ -146,7 +177,16 @@ pub struct FilePersist {
     writer: Option<std::thread::JoinHandle<()>>,
     holds: Option<ShardId>,
     log_end: (Version, Hlc),
+    /// Bytes of the entries queued or written after the log's base (the reset record).
+    live_bytes: u64,
+    /// Bytes of the base's snapshot (0 for a founding base).
+    base_bytes: u64,
+    checkpoint_bytes: u64,
     bugs: PersistBugs,
+    /// The writer thread's fault switches (it holds its own clone); only the test hooks
+    /// (`plant_bugs`, `inject_io_error`) read this handle.
+    #[cfg_attr(not(any(test, feature = "planted-bugs")), allow(dead_code))]
+    faults: Arc<WriterFaults>,
 }
 
 impl Drop for FilePersist {
@@ -181,6 +221,8 @@ impl FilePersist {
         let mut boots = 0u32;
         let mut holds = None;
         let mut log_end = (Version::default(), Hlc::default());
+        let mut base_bytes = 0u64;
+        let mut identity: Option<Vec<u8>> = None;
         if path.exists() {
             let len = fs::metadata(&path).map_err(|e| perr(&path, None, e))?.len();
             if len > WAL_BYTES_MAX {
@@ -191,8 +233,10 @@ impl FilePersist {
                 ));
             }
             let mut buf = Vec::with_capacity(len as usize);
+            // At most the length seen (a file that is not a regular one, or grows, must
+            // not make recovery read without end).
             File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut buf))
+                .and_then(|f| f.take(len).read_to_end(&mut buf))
                 .map_err(|e| perr(&path, None, e))?;
             let (frames, valid_end) = scan_frames(&buf, &path)?;
             if valid_end < buf.len() {
@@ -236,14 +280,28 @@ impl FilePersist {
                             log_end = (Version::default(), Hlc::default());
                             rec.snapshot = None;
                             rec.entries.clear();
+                            rec.live_bytes = 0;
+                            base_bytes = 0;
                         }
                         K_SNAPSHOT => {
                             let (s, v, ts, data) = decode_snapshot(&mut b)
                                 .ok_or_else(|| bad("bad snapshot record"))?;
                             holds = Some(s);
                             log_end = (v, ts);
+                            base_bytes = data.len() as u64;
                             rec.snapshot = Some((s, v, data));
                             rec.entries.clear();
+                            rec.live_bytes = 0;
+                        }
+                        K_IDENTITY => {
+                            let id = b.u64().ok_or_else(|| bad("bad identity record"))?;
+                            let evicted = match b.u8() {
+                                Some(0) => false,
+                                Some(1) => true,
+                                _ => return Err(bad("bad identity record")),
+                            };
+                            rec.identity = Some((NodeId(id), evicted));
+                            identity = Some(encode_raw(kind, raw));
                         }
                         K_ENTRY => {
                             let d = decode_entry(&mut b).ok_or_else(|| bad("bad entry record"))?;
@@ -255,6 +313,7 @@ impl FilePersist {
                             }
                             log_end = (d.version, d.ts);
                             rec.entries.push(d);
+                            rec.live_bytes += (len + 5) as u64;
                         }
                         k => return Err(bad(&format!("unknown record kind {k}"))),
                     }
@@ -281,12 +340,15 @@ impl FilePersist {
 
         let (tx, rx) = std_mpsc::channel::<Pile>();
         let (done_tx, done_rx) = tokio_mpsc::unbounded_channel();
+        let faults = Arc::new(WriterFaults::default());
         let mut w = Writer {
             dir: dir.to_path_buf(),
             path: path.clone(),
             file,
             boot: boots,
             control,
+            identity,
+            faults: faults.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("mcast-persist".into())
@@ -301,7 +363,11 @@ impl FilePersist {
                 writer: Some(writer),
                 holds,
                 log_end,
+                live_bytes: rec.live_bytes,
+                base_bytes,
+                checkpoint_bytes: CHECKPOINT_BYTES_DEFAULT,
                 bugs: PersistBugs::default(),
+                faults,
             },
             rec,
         ))
@@ -326,6 +392,86 @@ impl FilePersist {
     #[cfg(any(test, feature = "planted-bugs"))]
     pub fn plant_bugs(&mut self, bugs: PersistBugs) {
         self.bugs = bugs;
+        self.faults.drop_live_entry.store(
+            bugs.compaction_drops_live_entry,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Makes the writer's next write (`on_sync == false`) or next fsync (`true`, after the
+    /// write went through) fail with the OS error `code` (e.g. ENOSPC, EIO), as a full or
+    /// failing disk would (tests only).
+    #[cfg(any(test, feature = "planted-bugs"))]
+    pub fn inject_io_error(&self, code: i32, on_sync: bool) {
+        let slot = if on_sync {
+            &self.faults.sync_error
+        } else {
+            &self.faults.write_error
+        };
+        slot.store(code, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the checkpoint threshold: [`FilePersist::wants_checkpoint`] turns true once the
+    /// entries after the log's base take more than `max(bytes, base snapshot bytes)` (so a
+    /// checkpoint's rewrite never costs more than the entries it makes dead). At least 1.
+    pub fn set_checkpoint_bytes(&mut self, bytes: u64) {
+        self.checkpoint_bytes = bytes.max(1);
+    }
+
+    /// Bytes of the entries after the log's base (queued or written).
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// True when the log should be compacted: the driver then captures the application's
+    /// state at [`FilePersist::log_end`] and hands it to [`FilePersist::checkpoint`].
+    pub fn wants_checkpoint(&self) -> bool {
+        self.holds.is_some() && self.live_bytes >= self.checkpoint_bytes.max(self.base_bytes)
+    }
+
+    /// Queues a checkpoint: `data` is the application's state after every delivery queued
+    /// so far (so `version` must be [`FilePersist::log_end`]). The writer then rewrites the
+    /// file (temporary file, fsync, rename, directory fsync) as: boot, identity, the live
+    /// control records, this snapshot and the entries queued after it. The entries it
+    /// replaces are dead: the snapshot holds their effect. Nothing is reported for it (the
+    /// deliveries it covers are reported by their own `Persist` requests).
+    pub fn checkpoint(
+        &mut self,
+        shard: ShardId,
+        version: Version,
+        ts: Hlc,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        if self.holds != Some(shard) || (version, ts) != self.log_end {
+            return Err(perr(
+                &self.dir,
+                None,
+                format!(
+                    "checkpoint of shard {shard} at {version:?} does not match the log \
+                     (shard {:?}, end {:?})",
+                    self.holds, self.log_end
+                ),
+            ));
+        }
+        let mut b = Vec::with_capacity(data.len() + 40);
+        put_u32(&mut b, shard);
+        put_version(&mut b, version);
+        put_hlc(&mut b, ts);
+        put_bytes(&mut b, data);
+        self.pile.records.push((true, encode_raw(K_SNAPSHOT, &b)));
+        self.live_bytes = 0;
+        self.base_bytes = data.len() as u64;
+        Ok(())
+    }
+
+    /// Queues the identity of this data dir: the member's full id, and whether the group
+    /// removed that incarnation (`evicted`: the dir's state is dead, and a restart must come
+    /// back as `id.next_incarnation()`). Kept across rewrites; the newest one counts.
+    pub fn record_identity(&mut self, id: NodeId, evicted: bool) {
+        let mut b = Vec::with_capacity(9);
+        put_u64(&mut b, id.0);
+        b.push(u8::from(evicted));
+        self.pile.records.push((false, encode_raw(K_IDENTITY, &b)));
     }
 
     /// Queues a delivered message.
@@ -340,7 +486,9 @@ impl FilePersist {
         put_u64(&mut b, d.id.sender.0);
         put_u64(&mut b, d.id.seq);
         put_bytes(&mut b, &d.payload);
-        self.pile.records.push((false, encode_raw(K_ENTRY, &b)));
+        let r = encode_raw(K_ENTRY, &b);
+        self.live_bytes += r.len() as u64;
+        self.pile.records.push((false, r));
         self.log_end = (d.version, d.ts);
     }
 
@@ -359,6 +507,8 @@ impl FilePersist {
             .push((true, encode_raw(K_FOUNDED, &shard.to_le_bytes())));
         self.holds = Some(shard);
         self.log_end = (Version::default(), Hlc::default());
+        self.live_bytes = 0;
+        self.base_bytes = 0;
     }
 
     /// Queues an installed snapshot (resets the log); `(shard, version)` is reported done
@@ -373,6 +523,8 @@ impl FilePersist {
         self.pile.done.persisted.push((shard, version));
         self.holds = Some(shard);
         self.log_end = (version, ts);
+        self.live_bytes = 0;
+        self.base_bytes = data.len() as u64;
     }
 
     /// Asks for `(shard, upto)` to be reported once everything queued so far is durable.
@@ -424,9 +576,15 @@ impl FilePersist {
             },
         };
         let mut out = Vec::new();
-        if self.tx.as_ref().map(|t| t.send(marker).is_ok()) != Some(true) {
-            return out;
+        if let Some(f) = self.pile.done.failed.take() {
+            out.push(PersistDone {
+                failed: Some(f),
+                ..PersistDone::default()
+            });
         }
+        // If the writer stopped (after a failure), the marker cannot be sent; its reports,
+        // the failure among them, are still waiting and the channel ends after them.
+        let _ = self.tx.as_ref().map(|t| t.send(marker));
         while let Some(d) = self.done_rx.blocking_recv() {
             if d.failed.as_deref() == Some("") {
                 break;
@@ -443,8 +601,11 @@ struct Writer {
     path: PathBuf,
     file: File,
     boot: u32,
-    /// Every control record written (encoded), for rewrites.
+    /// The live control records written (encoded), for rewrites.
     control: Vec<Vec<u8>>,
+    /// The newest identity record (encoded), for rewrites.
+    identity: Option<Vec<u8>>,
+    faults: Arc<WriterFaults>,
 }
 
 impl Writer {
@@ -494,40 +655,59 @@ impl Writer {
         let r = match records.iter().rposition(|(reset, _)| *reset) {
             Some(i) => {
                 for (_, r) in &records[..i] {
-                    if r.first() == Some(&K_CONTROL) {
-                        self.control.push(r.clone());
+                    self.keep(r);
+                }
+                // The control records a restart needs (`live_control`), then the new base
+                // and what follows it.
+                self.control = live_control(std::mem::take(&mut self.control));
+                let mut tail = Vec::new();
+                let mut drop_one = self
+                    .faults
+                    .drop_live_entry
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                for (_, r) in &records[i..] {
+                    self.keep(r);
+                    if drop_one && r.first() == Some(&K_ENTRY) {
+                        // Planted bug: a live entry does not make it into the new file.
+                        drop_one = false;
+                        continue;
+                    }
+                    if !matches!(r.first(), Some(&K_CONTROL) | Some(&K_IDENTITY)) {
+                        tail.extend_from_slice(r);
                     }
                 }
                 let mut body = encode_raw(K_BOOT, &self.boot.to_le_bytes());
+                if let Some(id) = &self.identity {
+                    body.extend_from_slice(id);
+                }
                 for c in &self.control {
                     body.extend_from_slice(c);
                 }
-                for (_, r) in &records[i..] {
-                    if r.first() == Some(&K_CONTROL) {
-                        self.control.push(r.clone());
-                    }
-                    body.extend_from_slice(r);
-                }
+                body.extend_from_slice(&tail);
                 self.rewrite(&body)
             }
             None => {
                 let mut body = Vec::new();
                 for (_, r) in &records {
-                    if r.first() == Some(&K_CONTROL) {
-                        self.control.push(r.clone());
-                    }
+                    self.keep(r);
                     body.extend_from_slice(r);
                 }
                 if body.is_empty() {
                     Ok(())
                 } else {
-                    write_frames(&mut self.file, &body).and_then(|_| self.file.sync_data())
+                    take_fault(&self.faults.write_error)
+                        .and_then(|_| write_frames(&mut self.file, &body))
+                        .and_then(|_| take_fault(&self.faults.sync_error))
+                        .and_then(|_| self.file.sync_data())
+                        .map_err(|e| format!("{}: {e}", self.path.display()))
                 }
             }
         };
         if let Err(e) = r {
+            // Nothing of this group is reported durable, and the writer stops: after a
+            // failed fsync the file's state is unknown, so no later write may be confirmed.
             let _ = done.send(PersistDone {
-                failed: Some(format!("{}: {e}", self.path.display())),
+                failed: Some(e),
                 ..PersistDone::default()
             });
             return false;
@@ -536,18 +716,72 @@ impl Writer {
         true
     }
 
-    fn rewrite(&mut self, body: &[u8]) -> std::io::Result<()> {
-        let tmp = self.dir.join(WAL_TMP_FILE);
-        {
-            let mut f = File::create(&tmp)?;
-            write_frames(&mut f, body)?;
-            f.sync_all()?;
+    /// Tracks a record the file now holds that rewrites must carry over.
+    fn keep(&mut self, r: &[u8]) {
+        match r.first() {
+            Some(&K_CONTROL) => self.control.push(r.to_vec()),
+            Some(&K_IDENTITY) => self.identity = Some(r.to_vec()),
+            _ => {}
         }
-        fs::rename(&tmp, &self.path)?;
-        sync_dir(&self.dir)?;
-        self.file = OpenOptions::new().append(true).open(&self.path)?;
+    }
+
+    /// Replaces the file with `body` (temporary file, fsync, rename, directory fsync). An
+    /// error names the file it happened on.
+    fn rewrite(&mut self, body: &[u8]) -> Result<(), String> {
+        let tmp = self.dir.join(WAL_TMP_FILE);
+        fn on(p: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+            move |e| format!("{}: {e}", p.display())
+        }
+        {
+            let mut f = File::create(&tmp).map_err(on(&tmp))?;
+            take_fault(&self.faults.write_error)
+                .and_then(|_| write_frames(&mut f, body))
+                .and_then(|_| take_fault(&self.faults.sync_error))
+                .and_then(|_| f.sync_all())
+                .map_err(on(&tmp))?;
+        }
+        fs::rename(&tmp, &self.path).map_err(on(&self.path))?;
+        sync_dir(&self.dir).map_err(on(&self.dir))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(on(&self.path))?;
         Ok(())
     }
+}
+
+/// The control records [`Node::restart`](crate::Node::restart) reads, in their order: the
+/// newest decision (it gives the view) and the promises and accepts of the epochs after it
+/// (the acceptor state of that view's epoch). Older ones are dead. Records that do not
+/// parse are kept (they never do: the writer encoded them).
+fn live_control(records: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let decoded: Vec<Option<ControlRecord>> = records
+        .iter()
+        .map(|r| decode_control(&mut Reader::new(r.get(5..)?)))
+        .collect();
+    let newest = decoded
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Some(ControlRecord::Decided { proposal }) => Some((proposal.epoch, i)),
+            _ => None,
+        })
+        .max();
+    let Some((decided, at)) = newest else {
+        return records;
+    };
+    records
+        .into_iter()
+        .zip(decoded)
+        .enumerate()
+        .filter(|(i, (_, d))| match d {
+            Some(ControlRecord::Decided { .. }) => *i == at,
+            Some(ControlRecord::Promised { epoch, .. }) => *epoch > decided,
+            Some(ControlRecord::Accepted { proposal, .. }) => proposal.epoch > decided,
+            None => true,
+        })
+        .map(|(_, (r, _))| r)
+        .collect()
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -1048,7 +1282,9 @@ mod tests {
         }
         let (_p, rec) = FilePersist::open(&d.0).expect("reopen");
         assert_eq!(rec.recovered.boot, 2);
-        assert_eq!(rec.recovered.records, controls());
+        // The rewrite kept the control records a restart reads: the decision of epoch 1
+        // (the promise and accept of epoch 1 are dead once it is decided).
+        assert_eq!(rec.recovered.records, controls()[2..].to_vec());
         assert_eq!(
             rec.snapshot,
             Some((
@@ -1192,7 +1428,10 @@ mod tests {
         let d = TmpDir::new("planted");
         {
             let (mut p, _) = FilePersist::open(&d.0).expect("open");
-            p.plant_bugs(PersistBugs { drop_entries: true });
+            p.plant_bugs(PersistBugs {
+                drop_entries: true,
+                ..PersistBugs::default()
+            });
             p.found(0);
             p.append_entry(&delivery(1, "lost"));
             p.request_persisted(0, Version { epoch: 1, seq: 1 });
@@ -1201,5 +1440,298 @@ mod tests {
         }
         let (_p, rec) = FilePersist::open(&d.0).expect("reopen");
         assert!(rec.entries.is_empty());
+    }
+
+    /// The test's own record of a checkpointing run: every delivery and the state
+    /// (count, chained digest) after each, as the application would hold it.
+    #[derive(Default)]
+    struct Model {
+        all: Vec<Delivery>,
+        /// `digests[c]`: the digest after the first `c` deliveries.
+        digests: Vec<u64>,
+    }
+
+    impl Model {
+        fn chain(digest: u64, d: &Delivery) -> u64 {
+            let mut b = Vec::new();
+            put_u64(&mut b, digest);
+            put_version(&mut b, d.version);
+            put_u64(&mut b, d.id.seq);
+            b.extend_from_slice(&d.payload);
+            u64::from(crc32c::crc32c(&b)) << 32 | (digest.rotate_left(7) & 0xffff_ffff)
+        }
+        fn apply(&mut self, d: Delivery) {
+            if self.digests.is_empty() {
+                self.digests.push(0);
+            }
+            let g = Self::chain(*self.digests.last().unwrap_or(&0), &d);
+            self.digests.push(g);
+            self.all.push(d);
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            let mut b = Vec::new();
+            put_u64(&mut b, self.all.len() as u64);
+            put_u64(&mut b, *self.digests.last().unwrap_or(&0));
+            b
+        }
+        /// Recovery must give back exactly the delivered sequence: a base that is the
+        /// state after some prefix of it, then every later delivery, in order.
+        fn check(&self, rec: &FileRecovery) -> Result<(), String> {
+            let (base, digest) = match &rec.snapshot {
+                None => (0u64, 0u64),
+                Some((_, v, data)) => {
+                    let mut r = Reader::new(data);
+                    let (c, g) = (r.u64().ok_or("short")?, r.u64().ok_or("short")?);
+                    if c > 0 && self.all[c as usize - 1].version != *v {
+                        return Err(format!("snapshot version {v:?} is not delivery {c}'s"));
+                    }
+                    (c, g)
+                }
+            };
+            if self.digests.get(base as usize).copied().unwrap_or(0) != digest {
+                return Err(format!("snapshot state at {base} is not the delivered one"));
+            }
+            let tail = &self.all[base as usize..];
+            if rec.entries.as_slice() != tail {
+                return Err(format!(
+                    "entries after the base differ: recovered {} expected {}",
+                    rec.entries.len(),
+                    tail.len()
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    fn epoch_proposal(epoch: u64) -> Arc<Proposal> {
+        Arc::new(Proposal {
+            epoch,
+            ..(*proposal()).clone()
+        })
+    }
+
+    /// A long durable run with a small checkpoint threshold: 3 000 deliveries, a group
+    /// commit every 5, a checkpoint whenever the persist layer asks (its pile then carries
+    /// live entries after the new base), a view change's control records every 500, and a
+    /// restart from the file every 750. Returns the largest file seen at a sync point, or
+    /// the first recovery that did not give back the delivered sequence.
+    fn checkpointing_run(dir: &Path, bugs: PersistBugs) -> Result<u64, String> {
+        const THRESHOLD: u64 = 4096;
+        let open = || {
+            let (mut p, rec) = FilePersist::open(dir).map_err(|e| e.to_string())?;
+            p.set_checkpoint_bytes(THRESHOLD);
+            p.plant_bugs(bugs);
+            Ok::<_, String>((p, rec))
+        };
+        let (mut p, _) = open()?;
+        p.found(0);
+        let mut m = Model::default();
+        let mut max_len = 0u64;
+        let mut epoch = 1u64;
+        let mut checkpoints = 0;
+        for i in 1..=3000u64 {
+            if i % 500 == 0 {
+                p.append_control(
+                    i,
+                    &ControlRecord::Promised {
+                        epoch,
+                        ballot: Ballot { round: 1, node: 1 },
+                    },
+                );
+                p.append_control(
+                    i + 1,
+                    &ControlRecord::Accepted {
+                        ballot: Ballot { round: 1, node: 1 },
+                        proposal: epoch_proposal(epoch),
+                    },
+                );
+                p.append_control(
+                    i + 2,
+                    &ControlRecord::Decided {
+                        proposal: epoch_proposal(epoch),
+                    },
+                );
+                epoch += 1;
+                p.append_control(
+                    i + 3,
+                    &ControlRecord::Promised {
+                        epoch,
+                        ballot: Ballot { round: 2, node: 2 },
+                    },
+                );
+            }
+            let d = Delivery {
+                version: Version { epoch, seq: i },
+                ..delivery(i, &format!("payload {i:032}"))
+            };
+            p.append_entry(&d);
+            m.apply(d);
+            if i % 5 == 0 {
+                p.request_persisted(0, Version { epoch, seq: i });
+                p.submit();
+                if p.wants_checkpoint() {
+                    let (v, ts) = p.log_end();
+                    p.checkpoint(0, v, ts, &m.snapshot())
+                        .map_err(|e| e.to_string())?;
+                    checkpoints += 1;
+                }
+            }
+            if i % 250 == 0 {
+                let done = p.sync_blocking();
+                if let Some(f) = done.iter().find_map(|d| d.failed.clone()) {
+                    return Err(f);
+                }
+                let len = fs::metadata(dir.join(WAL_FILE)).map_err(|e| e.to_string())?;
+                max_len = max_len.max(len.len());
+            }
+            if i % 750 == 0 {
+                drop(p);
+                let (q, rec) = open()?;
+                m.check(&rec)?;
+                // What `Node::restart` reads survived the compaction of control records:
+                // the newest decision and the promise of the epoch after it.
+                let newest = rec.recovered.records.iter().filter_map(|r| match r {
+                    ControlRecord::Decided { proposal } => Some(proposal.epoch),
+                    _ => None,
+                });
+                if i >= 500 && newest.max() != Some(epoch - 1) {
+                    return Err(format!("newest decision lost: {:?}", rec.recovered.records));
+                }
+                if i >= 500
+                    && !rec.recovered.records.contains(&ControlRecord::Promised {
+                        epoch,
+                        ballot: Ballot { round: 2, node: 2 },
+                    })
+                {
+                    return Err("the live promise was dropped".into());
+                }
+                if rec.recovered.records.len() > 8 {
+                    return Err(format!("{} control records", rec.recovered.records.len()));
+                }
+                p = q;
+            }
+        }
+        drop(p);
+        let (_p, rec) = open()?;
+        m.check(&rec)?;
+        assert!(checkpoints >= 20, "only {checkpoints} checkpoints");
+        Ok(max_len)
+    }
+
+    #[test]
+    fn checkpoints_keep_the_file_bounded_and_recovery_exact() {
+        let d = TmpDir::new("checkpoint");
+        let max_len = checkpointing_run(&d.0, PersistBugs::default()).expect("run");
+        // 3 000 entries of ~100 bytes (~300 KB without compaction); with a 4 KiB threshold
+        // the file holds at most the base, the live control records and a threshold's worth
+        // of entries plus one pile.
+        assert!(max_len < 3 * 4096, "file grew to {max_len} bytes");
+    }
+
+    #[test]
+    fn planted_compaction_bug_fails_the_recovery_check() {
+        let d = TmpDir::new("checkpoint-planted");
+        let r = checkpointing_run(
+            &d.0,
+            PersistBugs {
+                compaction_drops_live_entry: true,
+                ..PersistBugs::default()
+            },
+        );
+        let e = r.expect_err("a dropped live entry must fail the check");
+        assert!(e.contains("entries after the base differ"), "{e}");
+    }
+
+    #[test]
+    fn checkpoint_must_match_the_log_end() {
+        let d = TmpDir::new("checkpoint-mismatch");
+        let (mut p, _) = FilePersist::open(&d.0).expect("open");
+        p.found(0);
+        p.append_entry(&delivery(1, "a"));
+        let (v, ts) = p.log_end();
+        assert!(p.checkpoint(1, v, ts, b"x").is_err(), "wrong shard");
+        assert!(p
+            .checkpoint(0, Version { epoch: 1, seq: 0 }, ts, b"x")
+            .is_err());
+        assert!(p.checkpoint(0, v, ts, b"x").is_ok());
+    }
+
+    /// The reports of a sync: the failure (if any) and every `(shard, version)` confirmed.
+    fn outcome(done: &[PersistDone]) -> (Option<String>, Vec<(ShardId, Version)>) {
+        (
+            done.iter().find_map(|d| d.failed.clone()),
+            done.iter().flat_map(|d| d.persisted.clone()).collect(),
+        )
+    }
+
+    /// Linux error codes (the crate does not depend on `libc`).
+    const ENOSPC: i32 = 28;
+    const EIO: i32 = 5;
+
+    #[test]
+    fn full_or_failing_disk_is_a_clear_error_never_a_confirmation() {
+        // (error code, on fsync rather than write, a checkpoint rewrite rather than an append)
+        for (code, on_sync, rewrite) in [
+            (ENOSPC, false, false),
+            (EIO, true, false),
+            (ENOSPC, false, true),
+            (EIO, true, true),
+        ] {
+            let name = format!("disk-{code}-{on_sync}-{rewrite}");
+            let d = TmpDir::new(&name);
+            {
+                let (mut p, _) = FilePersist::open(&d.0).expect("open");
+                p.found(0);
+                p.append_entry(&delivery(1, "kept"));
+                p.request_persisted(0, Version { epoch: 1, seq: 1 });
+                let (failed, ok) = outcome(&p.sync_blocking());
+                assert_eq!((failed, ok.len()), (None, 1), "{name}");
+                p.append_entry(&delivery(2, "not on disk"));
+                if rewrite {
+                    let (v, ts) = p.log_end();
+                    p.checkpoint(0, v, ts, b"state").expect("checkpoint");
+                }
+                p.request_persisted(0, Version { epoch: 1, seq: 2 });
+                p.inject_io_error(code, on_sync);
+                let (failed, ok) = outcome(&p.sync_blocking());
+                let msg = failed.unwrap_or_else(|| panic!("{name}: no failure reported ({ok:?})"));
+                assert!(
+                    ok.is_empty(),
+                    "{name}: confirmed {ok:?} after a failed write"
+                );
+                let file = if rewrite { WAL_TMP_FILE } else { WAL_FILE };
+                assert!(msg.contains(file), "{name}: {msg}");
+                let os = std::io::Error::from_raw_os_error(code).to_string();
+                assert!(msg.contains(&os), "{name}: {msg}");
+                // The writer stopped: nothing later is ever confirmed.
+                p.append_entry(&delivery(3, "later"));
+                p.request_persisted(0, Version { epoch: 1, seq: 3 });
+                p.submit();
+                let next = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("rt")
+                    .block_on(p.done());
+                assert!(
+                    next.as_ref().is_none_or(|n| n.persisted.is_empty()),
+                    "{name}: {next:?}"
+                );
+            }
+            // What was confirmed is still there.
+            let (_p, rec) = FilePersist::open(&d.0).expect("reopen");
+            assert_eq!(rec.entries.first(), Some(&delivery(1, "kept")), "{name}");
+        }
+    }
+
+    #[test]
+    fn full_disk_at_open_is_an_error_naming_the_file() {
+        let d = TmpDir::new("devfull");
+        fs::create_dir_all(&d.0).expect("mkdir");
+        std::os::unix::fs::symlink("/dev/full", d.0.join(WAL_FILE)).expect("symlink");
+        let err = FilePersist::open(&d.0).expect_err("a full disk must fail the open");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(WAL_FILE) && msg.contains("No space left"),
+            "{msg}"
+        );
     }
 }
