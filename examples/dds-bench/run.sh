@@ -16,7 +16,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release"
 NS="squall-bench-$$"
 DATA="$(mktemp -d)"
 ip netns add "$NS"
-cleanup() { kill "${SQUALL_PID:-0}" 2>/dev/null || true; wait 2>/dev/null || true; ip netns del "$NS"; rm -rf "$DATA"; }
+cleanup() { if [ -n "${SQUALL_PID:-}" ]; then kill "$SQUALL_PID" 2>/dev/null || true; fi; wait 2>/dev/null || true; ip netns del "$NS"; rm -rf "$DATA"; }
 trap cleanup EXIT
 ip -n "$NS" link set lo up
 ip -n "$NS" link set lo multicast on
